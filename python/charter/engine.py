@@ -1,0 +1,154 @@
+"""`charter.Engine`: policy loading and the conveniences around the compiled engine.
+
+The class subclasses `charter._core.Engine`, so `check`, `provision` and the
+other hot calls go straight to Rust without a Python frame; this module only
+adds what is naturally Python (file loading, numpy coercion, exceptions that
+carry a decision, readable explanations).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from charter import _core, policy
+from charter.errors import PermissionDenied, PolicyError
+from charter.explain import Explanation
+
+Principal = int | str | _core.Agent
+"""Who asks: an agent handle, an `Agent`, an agent id or a principal id."""
+
+
+def _compile(cls: type[Engine], doc: policy.Policy, source: str | None, clock: _core.ManualClock | None) -> Engine:
+    try:
+        return cls(policy.to_core_json(doc), clock)
+    except PolicyError as err:
+        err.source = err.source or source
+        raise
+
+
+class Engine(_core.Engine):
+    """The decision engine. Build it with `from_file`, `from_toml` or `from_dict`."""
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, clock: _core.ManualClock | None = None) -> Self:
+        """Load a TOML (or `.json`) policy file."""
+        return _compile(cls, policy.from_file(path), str(path), clock)  # type: ignore[return-value]
+
+    @classmethod
+    def from_toml(cls, text: str, *, clock: _core.ManualClock | None = None) -> Self:
+        """Load a policy from TOML text."""
+        return _compile(cls, policy.from_toml(text), None, clock)  # type: ignore[return-value]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, clock: _core.ManualClock | None = None) -> Self:
+        """Load a policy given as a dict (the same structure as the TOML file)."""
+        return _compile(cls, policy.from_dict(data), None, clock)  # type: ignore[return-value]
+
+    @classmethod
+    def example(cls, *, clock: _core.ManualClock | None = None) -> Self:
+        """The example policy shipped with the package."""
+        return cls.from_file(policy.example_path(), clock=clock)
+
+    def reload(self, source: policy.PolicySource) -> tuple[str, str]:
+        """Compile a new policy and swap it in atomically; returns (old version, new version).
+
+        `source` is a path, a dict or a `charter.policy.Policy`. Agents keep
+        their identities. On any error the current policy stays in force.
+        """
+        doc, origin = policy.load(source)
+        try:
+            return self._reload(policy.to_core_json(doc))
+        except PolicyError as err:
+            err.source = err.source or origin
+            raise
+
+    def reload_toml(self, text: str) -> tuple[str, str]:
+        """`reload` from TOML text."""
+        return self._reload(policy.to_core_json(policy.from_toml(text)))
+
+    def upsert_principal(
+        self, principal_id: str, *, roles: Sequence[str], attributes: Mapping[str, Any] | None = None
+    ) -> None:
+        """Add or replace a principal at runtime (e.g. synced from an identity provider).
+
+        Runtime principals override the document's and survive reloads.
+        """
+        self._upsert_principal(principal_id, list(roles), msgspec.json.encode(dict(attributes or {})))
+
+    def check_batch(
+        self,
+        handles: npt.ArrayLike,
+        actions: npt.ArrayLike,
+        resources: Sequence[str | None] | None = None,
+    ) -> npt.NDArray[np.bool_]:
+        """Decide many requests at once with the GIL released; returns a bool array.
+
+        `handles` are agent handles, `actions` action ids from `action_id`;
+        `resources[i]` is a resource name or None.
+        """
+        allowed, _ = self._check_batch(*_columns(handles, actions), _resources(resources), False)
+        return allowed
+
+    def check_batch_reasons(
+        self,
+        handles: npt.ArrayLike,
+        actions: npt.ArrayLike,
+        resources: Sequence[str | None] | None = None,
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
+        """Like `check_batch`, plus each decision's reason code (index into `charter.REASONS`)."""
+        allowed, reasons = self._check_batch(*_columns(handles, actions), _resources(resources), True)
+        assert reasons is not None
+        return allowed, reasons
+
+    def explain(
+        self,
+        principal: Principal,
+        action: str | int,
+        resource: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Explanation:
+        """The decision and its full derivation: the chain, each level's roles, the entries that matched."""
+        del context  # read by conditions; none can be written yet
+        return Explanation(msgspec.json.decode(self._explain_json(principal, action, resource)))
+
+    def require(
+        self,
+        principal: Principal,
+        action: str | int,
+        resource: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> _core.Decision:
+        """`check`, raising `PermissionDenied` (which carries the decision) unless allowed."""
+        decision = self.check(principal, action, resource, context)
+        if not decision:
+            raise PermissionDenied(decision, str(action), principal)
+        return decision
+
+
+def _columns(handles: npt.ArrayLike, actions: npt.ArrayLike) -> tuple[Any, Any]:
+    h = np.ascontiguousarray(handles, dtype=np.uint64)
+    a = np.ascontiguousarray(actions, dtype=np.uint32)
+    if h.ndim != 1 or a.ndim != 1:
+        raise _invalid("handles and actions must be one-dimensional")
+    return h, a
+
+
+def _resources(resources: Sequence[str | None] | None) -> list[str | None] | None:
+    if resources is None:
+        return None
+    out = list(resources)
+    if not all(r is None or isinstance(r, str) for r in out):
+        raise _invalid("resources must be strings or None")
+    return out
+
+
+def _invalid(message: str) -> Exception:
+    from charter.errors import InvalidRequestError
+
+    return InvalidRequestError(message)

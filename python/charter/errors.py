@@ -1,0 +1,64 @@
+"""Charter's exceptions: one base class, each also a standard type callers already catch.
+
+A denial is never an exception in the engine (it is a `Decision`); these are
+for requests that cannot be carried out at all. The compiled module raises
+these very classes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from charter._core import Decision
+
+
+class CharterError(Exception):
+    """Base class of every Charter exception."""
+
+
+class PolicyError(CharterError, ValueError):
+    """A policy document is malformed; `path` points into it, `source` names the file."""
+
+    def __init__(self, message: str, *, path: str | None = None, source: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.source = source
+
+    def __str__(self) -> str:
+        where = ": ".join(p for p in (self.source, self.path) if p)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class ProvisionError(CharterError, ValueError):
+    """An agent could not be provisioned (unknown template, depth or ttl exceeded, inactive delegator)."""
+
+
+class UnknownSubjectError(CharterError, LookupError):
+    """No agent or principal by that id or handle."""
+
+
+class UnknownActionError(CharterError, LookupError):
+    """The action is not declared in the policy."""
+
+
+class InvalidRequestError(CharterError, ValueError):
+    """An argument is malformed (wrong type, mismatched lengths, bad id)."""
+
+
+class CapacityError(CharterError, RuntimeError):
+    """A fixed capacity of the registry is exhausted."""
+
+
+class InternalError(CharterError, RuntimeError):
+    """The engine failed internally; no decision was returned (treat as deny)."""
+
+
+class PermissionDenied(CharterError):
+    """Raised by `Engine.require` when a request is denied; carries the `Decision`."""
+
+    def __init__(self, decision: Decision, action: str, principal: object) -> None:
+        rule = f", rule {decision.rule}" if decision.rule else ""
+        super().__init__(f"{principal!s} may not {action}: {decision.reason}{rule}")
+        self.decision = decision

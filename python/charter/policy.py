@@ -1,0 +1,195 @@
+"""The policy document: decoded and validated with msgspec, then handed to the Rust compiler.
+
+Shape errors (wrong types, unknown keys, bad durations) are caught here and
+name their path (`roles.analyst.inherits[1]`); semantic errors (unknown
+roles, cycles, bad patterns) come from the compiler with the same kind of
+path. Either way the caller gets one `PolicyError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from charter.errors import PolicyError
+
+MAX_POLICY_BYTES = 16 * 1024 * 1024
+"""Larger documents are refused before parsing."""
+
+Duration = int | float | str
+"""Seconds as a number, or a string such as `"90s"`, `"15m"`, `"12h"`, `"7d"`."""
+
+
+class Entry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The table form of an allow or deny entry."""
+
+    action: str | list[str]
+    on: list[str] | None = None
+    when: str | None = None
+    hook: str | None = None
+    approval: str | None = None
+
+
+class Role(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    inherits: list[str] = []
+    allow: list[str | Entry] = []
+    deny: list[str | Entry] = []
+
+
+class Principal(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    roles: list[str] = []
+    attributes: dict[str, Any] = {}
+    quota: str | None = None
+
+
+class Template(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    roles: list[str] = []
+    ttl: Duration | None = None
+    max_ttl: Duration | None = None
+    max_delegation_depth: int | None = None
+    quota: str | None = None
+    description: str | None = None
+
+
+class Policy(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A whole policy document."""
+
+    actions: list[str] = []
+    resources: dict[str, list[str]] = {}
+    roles: dict[str, Role] = {}
+    principals: dict[str, Principal] = {}
+    templates: dict[str, Template] = {}
+
+
+PolicySource = Policy | Mapping[str, Any] | str | os.PathLike[str]
+"""What `Engine.reload` accepts: a `Policy`, a dict, or a path to a TOML/JSON file."""
+
+_AT_PATH = re.compile(r"^(?P<msg>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)\s*$")
+
+
+def parse_duration(value: Duration, path: str) -> float:
+    """Seconds from a number or a `"15m"`-style string; a `PolicyError` at `path` otherwise."""
+    if isinstance(value, bool):
+        raise PolicyError(f"expected a duration, got `{value}`", path=path)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(value)
+        if m is None:
+            raise PolicyError(
+                f"`{value}` is not a duration (write seconds, or e.g. `90s`, `15m`, `12h`, `7d`)", path=path
+            )
+        seconds = float(m["n"]) * _UNITS[m["unit"]]
+    if not seconds > 0:
+        raise PolicyError(f"a duration must be positive, got `{value}`", path=path)
+    return seconds
+
+
+def _from_validation_error(err: msgspec.ValidationError | msgspec.DecodeError, source: str | None) -> PolicyError:
+    text = str(err)
+    m = _AT_PATH.match(text)
+    if m is None:
+        return PolicyError(text, source=source)
+    path = m["path"].lstrip(".") or None
+    message = m["msg"]
+    message = message[0].lower() + message[1:] if message else message
+    return PolicyError(message, path=path, source=source)
+
+
+def _normalise(policy: Policy) -> Policy:
+    """Durations to seconds, so the compiler sees one representation."""
+    templates = {}
+    for name, t in policy.templates.items():
+        base = f"templates.{name}"
+        templates[name] = msgspec.structs.replace(
+            t,
+            ttl=None if t.ttl is None else parse_duration(t.ttl, f"{base}.ttl"),
+            max_ttl=None if t.max_ttl is None else parse_duration(t.max_ttl, f"{base}.max_ttl"),
+        )
+    return msgspec.structs.replace(policy, templates=templates)
+
+
+def from_dict(data: Mapping[str, Any], *, source: str | None = None) -> Policy:
+    """Validate a policy given as a dict (the TOML/JSON structure)."""
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"a policy is a table/object, got {type(data).__name__}", source=source)
+    try:
+        policy = msgspec.convert(data, Policy, strict=True)
+    except msgspec.ValidationError as err:
+        raise _from_validation_error(err, source) from None
+    try:
+        return _normalise(policy)
+    except PolicyError as err:
+        err.source = source
+        raise
+
+
+def from_toml(text: str, *, source: str | None = None) -> Policy:
+    """Parse and validate a TOML policy."""
+    if len(text) > MAX_POLICY_BYTES:
+        raise PolicyError(f"the policy is larger than {MAX_POLICY_BYTES} bytes", source=source)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise PolicyError(f"invalid TOML: {err}", source=source) from None
+    return from_dict(data, source=source)
+
+
+def from_json(raw: bytes | str, *, source: str | None = None) -> Policy:
+    """Parse and validate a JSON policy."""
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyError(f"the policy is larger than {MAX_POLICY_BYTES} bytes", source=source)
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError as err:
+        raise PolicyError(f"invalid JSON: {err}", source=source) from None
+    return from_dict(data, source=source)
+
+
+def from_file(path: str | os.PathLike[str]) -> Policy:
+    """Load a `.toml` or `.json` policy file (other suffixes are read as TOML)."""
+    p = Path(path)
+    source = str(p)
+    try:
+        size = p.stat().st_size
+        if size > MAX_POLICY_BYTES:
+            raise PolicyError(f"the policy is larger than {MAX_POLICY_BYTES} bytes", source=source)
+        raw = p.read_bytes()
+    except OSError as err:
+        raise PolicyError(f"cannot read the policy: {err.strerror or err}", source=source) from None
+    if p.suffix.lower() == ".json":
+        return from_json(raw, source=source)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PolicyError(f"the policy is not UTF-8: {err}", source=source) from None
+    return from_toml(text, source=source)
+
+
+def load(source: PolicySource) -> tuple[Policy, str | None]:
+    """A validated policy from any accepted source, and the file it came from."""
+    if isinstance(source, Policy):
+        return source, None
+    if isinstance(source, Mapping):
+        return from_dict(source), None
+    if isinstance(source, str | os.PathLike):
+        return from_file(source), str(source)
+    raise PolicyError(f"cannot load a policy from {type(source).__name__}")
+
+
+def to_core_json(policy: Policy) -> bytes:
+    """The canonical JSON the Rust compiler reads (sorted keys, so the version hash is stable)."""
+    return msgspec.json.encode(policy, order="sorted")
+
+
+def example_path() -> Path:
+    """The example policy shipped with the package."""
+    return Path(__file__).with_name("examples") / "default.toml"

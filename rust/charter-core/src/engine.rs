@@ -1,0 +1,932 @@
+//! The engine: one atomically swapped [`Snapshot`] for reads, the lock-free
+//! slot map for agents, and a writer lock serialising every change
+//! (provision, deprovision, reload, principal upserts). Checks take no lock
+//! when given a handle; ids are resolved under a read lock.
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::pattern::validate_resource;
+use crate::policy::{
+    validate_principal_id, ActionId, CompiledPolicy, PolicySpec, Principal, PrincipalSpec, RuleId,
+};
+use crate::reason::Reason;
+use crate::registry::{make_handle, split_handle, state, Slots, NEVER};
+use crate::snapshot::{ChainKey, Chains, RightsCache, Snapshot, NO_CHAIN};
+use arc_swap::ArcSwap;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+/// "No slot / no principal" in writer metadata.
+pub(crate) const NONE: u32 = u32::MAX;
+/// Freed slots are reused only once this many wait, so tombstones (which
+/// keep precise denial reasons for stale handles) live long.
+const REUSE_AFTER: usize = 4096;
+
+/// Who is asking: an agent handle, or an agent or principal id.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// An agent handle from `provision`.
+    Handle(u64),
+    /// An agent id or a principal id.
+    Id(&'a str),
+}
+
+/// What is asked: an action id or name.
+#[derive(Debug, Clone, Copy)]
+pub enum Action<'a> {
+    /// From [`Engine::action_id`].
+    Id(u32),
+    /// A declared action name.
+    Name(&'a str),
+}
+
+/// The answer to one request. A denial is a value, never an error.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Whether the request is allowed.
+    pub allowed: bool,
+    /// Why.
+    pub reason: Reason,
+    /// The policy entry that decided, if one did.
+    pub rule: Option<RuleId>,
+    /// The policy the decision was made under.
+    pub snapshot: Arc<Snapshot>,
+}
+
+impl Decision {
+    /// Where the deciding entry is written (`roles.analyst.deny[0]`).
+    pub fn rule_path(&self) -> Option<&str> {
+        let r = self.rule?;
+        self.snapshot.policy.rules.get(r as usize).map(|r| &*r.path)
+    }
+
+    /// The content version of the policy.
+    pub fn policy_version(&self) -> &str {
+        self.snapshot.version()
+    }
+}
+
+/// A registered agent, as seen by `provision` and `agent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// Stable id.
+    pub id: String,
+    /// Handle for fast checks.
+    pub handle: u64,
+    /// Template name.
+    pub template: String,
+    /// Direct delegator (principal or agent id), if any.
+    pub on_behalf_of: Option<String>,
+    /// The principal at the root of the chain, if any.
+    pub principal: Option<String>,
+    /// Position in the chain (1 = acting directly for a principal, or for nobody).
+    pub depth: u32,
+    /// Unix ns.
+    pub created_at_ns: u64,
+    /// Unix ns, or `None` for no expiry.
+    pub expires_at_ns: Option<u64>,
+    /// `active`, `expired`, `revoked`, `delegator_revoked`, `principal_removed`.
+    pub state: &'static str,
+}
+
+/// Counters for monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Live (not deprovisioned, not swept) agents.
+    pub agents: usize,
+    /// Slots ever used.
+    pub slots: usize,
+    /// Interned delegation chains.
+    pub chains: usize,
+    /// Current policy version.
+    pub policy_version: String,
+    /// Bytes in the registry's own structures (slots, metadata, id index).
+    pub registry_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub(crate) template: u32,
+    pub(crate) parent: u32,
+    pub(crate) principal: u32,
+    pub(crate) depth: u8,
+    pub(crate) created_ns: u64,
+    first_child: u32,
+    next: u32,
+    prev: u32,
+}
+
+/// Agent ids -> slots and principal ids -> chains, for id-based checks.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    table: HashTable<u32>,
+    pub(crate) ids: Vec<Box<str>>,
+    hasher: DefaultHashBuilder,
+    principals: FxHashMap<Box<str>, u32>,
+}
+
+impl Index {
+    pub(crate) fn find(&self, id: &str) -> Option<u32> {
+        let h = self.hasher.hash_one(id);
+        self.table
+            .find(h, |&s| self.ids.get(s as usize).is_some_and(|x| &**x == id))
+            .copied()
+    }
+
+    fn insert(&mut self, id: &str, slot: u32) {
+        let i = slot as usize;
+        if self.ids.len() <= i {
+            self.ids.resize_with(i + 1, Default::default);
+        }
+        self.ids[i] = id.into();
+        let (table, ids, hasher) = (&mut self.table, &self.ids, &self.hasher);
+        table.insert_unique(hasher.hash_one(id), slot, |&s| {
+            hasher.hash_one(ids.get(s as usize).map_or("", |x| &**x))
+        });
+    }
+
+    fn remove(&mut self, slot: u32) {
+        let Some(id) = self.ids.get_mut(slot as usize).map(std::mem::take) else {
+            return;
+        };
+        if let Ok(e) = self
+            .table
+            .find_entry(self.hasher.hash_one(&*id), |&s| s == slot)
+        {
+            e.remove();
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.table.capacity() * 5
+            + self.ids.capacity() * 16
+            + self.ids.iter().map(|s| s.len()).sum::<usize>()
+    }
+}
+
+pub(crate) struct Writer {
+    spec: PolicySpec,
+    overlay: BTreeMap<Box<str>, Option<PrincipalSpec>>,
+    pub(crate) chains: Chains,
+    cache: RightsCache,
+    pub(crate) metas: Vec<Meta>,
+    free: VecDeque<u32>,
+    next_slot: u32,
+    live: usize,
+    principal_roots: FxHashMap<u32, u32>,
+    seq: u64,
+    prefix: String,
+}
+
+/// The decision engine.
+pub struct Engine {
+    snapshot: ArcSwap<Snapshot>,
+    pub(crate) slots: Slots,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) writer: Mutex<Writer>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("policy_version", &self.snapshot.load().version())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine for `spec` on the system clock.
+    pub fn new(spec: PolicySpec) -> Result<Engine> {
+        Engine::with_clock(spec, Arc::new(SystemClock))
+    }
+
+    /// An engine for `spec` reading time from `clock`.
+    pub fn with_clock(spec: PolicySpec, clock: Arc<dyn Clock>) -> Result<Engine> {
+        let policy = Arc::new(CompiledPolicy::compile(&spec)?);
+        let mut w = Writer {
+            spec,
+            overlay: BTreeMap::new(),
+            chains: Chains::default(),
+            cache: RightsCache::default(),
+            metas: Vec::new(),
+            free: VecDeque::new(),
+            next_slot: 0,
+            live: 0,
+            principal_roots: FxHashMap::default(),
+            seq: 0,
+            prefix: random_prefix(),
+        };
+        let mut index = Index::default();
+        let snap = build_snapshot(&mut w, &mut index, policy)?;
+        Ok(Engine {
+            snapshot: ArcSwap::from_pointee(snap),
+            slots: Slots::default(),
+            index: RwLock::new(index),
+            writer: Mutex::new(w),
+            clock,
+        })
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The current time on the engine's clock.
+    pub fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    /// The id of a declared action under the current policy.
+    pub fn action_id(&self, name: &str) -> Option<ActionId> {
+        self.snapshot.load().policy.action_id(name)
+    }
+
+    // ---------------------------------------------------------------- checks
+
+    /// Decide one request.
+    pub fn check(
+        &self,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+    ) -> Decision {
+        let now = self.clock.now_ns();
+        let mut snap = self.snapshot.load_full();
+        for _ in 0..2 {
+            match self.decide(&snap, subject, action, resource, now) {
+                Ok((reason, rule)) => {
+                    return Decision {
+                        allowed: reason == Reason::Granted,
+                        reason,
+                        rule,
+                        snapshot: snap,
+                    }
+                }
+                // The agent's chain was created after `snap` was loaded: the
+                // current snapshot has it.
+                Err(Missing) => snap = self.snapshot.load_full(),
+            }
+        }
+        Decision {
+            allowed: false,
+            reason: Reason::InternalError,
+            rule: None,
+            snapshot: snap,
+        }
+    }
+
+    fn decide(
+        &self,
+        snap: &Snapshot,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+        now: u64,
+    ) -> Result<(Reason, Option<RuleId>), Missing> {
+        let chain = match subject {
+            Subject::Handle(h) => self.slots.resolve(h, now).map(|l| l.chain),
+            Subject::Id(id) => self.resolve_id(id, now),
+        };
+        let chain = match chain {
+            Ok(c) => c,
+            Err(why) => return Ok((why, None)),
+        };
+        let policy = &*snap.policy;
+        let a = match action {
+            Action::Id(a) if (a as usize) < policy.action_count() => a,
+            Action::Name(n) => match policy.action_id(n) {
+                Some(a) => a,
+                None => return Ok((Reason::UnknownAction, None)),
+            },
+            Action::Id(_) => return Ok((Reason::UnknownAction, None)),
+        };
+        if let Some(r) = resource {
+            if validate_resource(r).is_err() {
+                return Ok((Reason::InvalidResource, None));
+            }
+        }
+        let rights = snap.rights(chain).ok_or(Missing)?;
+        let v = rights.decide(policy, a, resource);
+        Ok((v.reason, v.rule))
+    }
+
+    /// Resolve an agent id or principal id to a chain.
+    fn resolve_id(&self, id: &str, now: u64) -> Result<u32, Reason> {
+        let index = self.index.read();
+        if let Some(slot) = index.find(id) {
+            let handle = self
+                .slots
+                .current_handle(slot)
+                .ok_or(Reason::UnknownAgent)?;
+            drop(index);
+            return self.slots.resolve(handle, now).map(|l| l.chain);
+        }
+        index
+            .principals
+            .get(id)
+            .copied()
+            .ok_or(Reason::UnknownPrincipal)
+    }
+
+    /// Decide a batch of handle requests, writing `allowed[i]` (and
+    /// `reasons[i]` if given). `resources[i] = None` is a request without one.
+    pub fn check_batch(
+        &self,
+        handles: &[u64],
+        actions: &[u32],
+        resources: Option<&[Option<&str>]>,
+        allowed: &mut [bool],
+        mut reasons: Option<&mut [u8]>,
+    ) -> Result<()> {
+        let n = handles.len();
+        let lengths_ok = actions.len() == n
+            && allowed.len() == n
+            && resources.is_none_or(|r| r.len() == n)
+            && reasons.as_ref().is_none_or(|r| r.len() == n);
+        if !lengths_ok {
+            return Err(Error::InvalidArgument(
+                "handles, actions, resources and outputs must all have the same length".into(),
+            ));
+        }
+        let now = self.clock.now_ns();
+        let mut snap = self.snapshot.load_full();
+        for i in 0..n {
+            let resource = resources.and_then(|r| r.get(i).copied().flatten());
+            let (h, a) = (handles[i], actions[i]);
+            let reason = loop {
+                match batch_one(&snap, &self.slots, h, a, resource, now, reasons.is_some()) {
+                    Some(r) => break r,
+                    None => {
+                        let fresh = self.snapshot.load_full();
+                        if Arc::ptr_eq(&fresh, &snap) {
+                            break Reason::InternalError;
+                        }
+                        snap = fresh;
+                    }
+                }
+            };
+            allowed[i] = reason == Reason::Granted;
+            if let Some(out) = reasons.as_deref_mut() {
+                out[i] = reason.code();
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------- lifecycle
+
+    /// Register a new agent of `template`, acting for `on_behalf_of` (a
+    /// principal, or a parent agent) or for nobody.
+    pub fn provision(
+        &self,
+        template: &str,
+        on_behalf_of: Option<Subject<'_>>,
+        ttl_ns: Option<u64>,
+        agent_id: Option<&str>,
+    ) -> Result<AgentInfo> {
+        let now = self.clock.now_ns();
+        let mut guard = self.writer.lock();
+        let w = &mut *guard;
+        let snap = self.snapshot.load_full();
+        let policy = &*snap.policy;
+        let tmpl = policy
+            .templates
+            .get(template)
+            .ok_or_else(|| Error::Provision(format!("unknown template `{template}`")))?;
+
+        // The delegator: its chain, slot, principal and expiry.
+        let (parent_chain, parent_slot, principal, parent_expiry) = match on_behalf_of {
+            None => (NO_CHAIN, NONE, NONE, NEVER),
+            Some(s) => self.delegator(w, &snap, s, now)?,
+        };
+        let tid = w.chains.templates.intern(template);
+        let (chain, new_chain) = w.chains.intern(ChainKey::Agent {
+            parent: parent_chain,
+            template: tid,
+        });
+        let depth = w.chains.depth(chain);
+        let limit = w.chains.depth_limit(policy, chain);
+        if depth > limit {
+            return Err(Error::Provision(format!(
+                "delegation depth {depth} exceeds the `max_delegation_depth` ({limit}) of a template on the chain"
+            )));
+        }
+        let ttl = match (ttl_ns, tmpl.max_ttl_ns) {
+            (Some(t), Some(max)) if t > max => {
+                return Err(Error::Provision(format!(
+                    "ttl {}s exceeds the `max_ttl` ({}s) of template `{template}`",
+                    t as f64 / 1e9,
+                    max as f64 / 1e9
+                )))
+            }
+            (Some(0), _) => return Err(Error::InvalidArgument("ttl must be positive".into())),
+            (Some(t), _) => Some(t),
+            (None, _) => tmpl.ttl_ns,
+        };
+        let expires = ttl
+            .map_or(NEVER, |t| now.saturating_add(t))
+            .min(parent_expiry);
+
+        let id = match agent_id {
+            Some(id) => {
+                validate_principal_id(id, "agent_id").map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "`{id}` is not a valid agent id (1-256 printable characters, no spaces)"
+                    ))
+                })?;
+                let index = self.index.read();
+                if index.find(id).is_some() || index.principals.contains_key(id) {
+                    return Err(Error::Provision(format!("id `{id}` is already in use")));
+                }
+                id.to_string()
+            }
+            None => {
+                w.seq += 1;
+                format!("agt_{}{:x}", w.prefix, w.seq)
+            }
+        };
+        if new_chain {
+            w.cache.ensure(&snap, &w.chains, chain);
+        }
+        let slot = self.allocate_slot(w)?;
+        let handle = self
+            .slots
+            .publish(slot, chain, expires)
+            .ok_or_else(|| Error::Capacity("the agent registry is full".into()))?;
+        let meta = Meta {
+            template: tid,
+            parent: parent_slot,
+            principal,
+            depth: depth.min(255) as u8,
+            created_ns: now,
+            first_child: NONE,
+            next: NONE,
+            prev: NONE,
+        };
+        set_meta(w, slot, meta);
+        link(w, slot);
+        w.live += 1;
+        self.index.write().insert(&id, slot);
+        Ok(AgentInfo {
+            id,
+            handle,
+            template: template.to_string(),
+            on_behalf_of: match on_behalf_of {
+                None => None,
+                Some(_) if parent_slot != NONE => self.id_of(parent_slot),
+                Some(_) => Some(w.chains.principals.name(principal).to_string()),
+            },
+            principal: (principal != NONE).then(|| w.chains.principals.name(principal).to_string()),
+            depth,
+            created_at_ns: now,
+            expires_at_ns: (expires != NEVER).then_some(expires),
+            state: "active",
+        })
+    }
+
+    fn delegator(
+        &self,
+        w: &Writer,
+        snap: &Snapshot,
+        s: Subject<'_>,
+        now: u64,
+    ) -> Result<(u32, u32, u32, u64)> {
+        let slot = match s {
+            Subject::Handle(h) => Some(split_handle(h).0 as u32),
+            Subject::Id(id) => self.index.read().find(id),
+        };
+        if let Some(slot) = slot {
+            let handle = match s {
+                Subject::Handle(h) => h,
+                Subject::Id(_) => self.slots.current_handle(slot).unwrap_or(0),
+            };
+            let live = self.slots.resolve(handle, now).map_err(|why| {
+                Error::Provision(format!(
+                    "the delegating agent is not active ({})",
+                    why.as_str()
+                ))
+            })?;
+            let principal = w.metas.get(slot as usize).map_or(NONE, |m| m.principal);
+            return Ok((live.chain, slot, principal, live.expires_at));
+        }
+        let Subject::Id(pid) = s else {
+            return Err(Error::Provision(
+                "the delegating agent is not active (unknown_agent)".into(),
+            ));
+        };
+        if !snap.principals.contains_key(pid) {
+            return Err(Error::UnknownSubject(format!(
+                "no principal or agent `{pid}`"
+            )));
+        }
+        let pid_id = w.chains.principals.get(pid).unwrap_or(NONE);
+        let chain = w
+            .chains
+            .get(&ChainKey::Principal(pid_id))
+            .unwrap_or(NO_CHAIN);
+        if chain == NO_CHAIN {
+            return Err(Error::UnknownSubject(format!(
+                "no principal or agent `{pid}`"
+            )));
+        }
+        Ok((chain, NONE, pid_id, NEVER))
+    }
+
+    fn allocate_slot(&self, w: &mut Writer) -> Result<u32> {
+        if w.free.len() >= REUSE_AFTER || (w.next_slot as usize) >= self.slots.capacity() {
+            if let Some(slot) = w.free.pop_front() {
+                self.index.write().remove(slot);
+                return Ok(slot);
+            }
+            return Err(Error::Capacity("the agent registry is full".into()));
+        }
+        let slot = w.next_slot;
+        w.next_slot += 1;
+        Ok(slot)
+    }
+
+    fn id_of(&self, slot: u32) -> Option<String> {
+        self.index
+            .read()
+            .ids
+            .get(slot as usize)
+            .map(|s| s.to_string())
+    }
+
+    fn slot_of(&self, s: Subject<'_>) -> Result<u32> {
+        let slot = match s {
+            Subject::Handle(h) => {
+                let (slot, generation) = split_handle(h);
+                let current = self.slots.current_handle(slot as u32);
+                (current == Some(make_handle(slot as u32, generation))).then_some(slot as u32)
+            }
+            Subject::Id(id) => self.index.read().find(id),
+        };
+        slot.ok_or_else(|| match s {
+            Subject::Handle(h) => Error::UnknownSubject(format!("no agent with handle {h}")),
+            Subject::Id(id) => Error::UnknownSubject(format!("no agent `{id}`")),
+        })
+    }
+
+    /// Deprovision an agent and, in cascade, every agent acting for it.
+    /// Returns how many live agents were retired (0 if it already was).
+    pub fn deprovision(&self, agent: Subject<'_>) -> Result<usize> {
+        let slot = self.slot_of(agent)?;
+        let mut w = self.writer.lock();
+        Ok(self.retire_tree(&mut w, slot, state::REVOKED, state::DELEGATOR_REVOKED))
+    }
+
+    /// Retire `root` (to `root_state`) and its live descendants (to `child_state`).
+    fn retire_tree(&self, w: &mut Writer, root: u32, root_state: u8, child_state: u8) -> usize {
+        if self.slots.state_of(root) != state::ACTIVE {
+            return 0;
+        }
+        unlink(w, root);
+        let mut count = 0;
+        let mut stack = vec![(root, root_state)];
+        while let Some((s, to)) = stack.pop() {
+            if self.slots.state_of(s) != state::ACTIVE {
+                continue;
+            }
+            self.slots.retire(s, to);
+            count += 1;
+            w.live -= 1;
+            w.free.push_back(s);
+            let mut c = w.metas.get(s as usize).map_or(NONE, |m| m.first_child);
+            while c != NONE {
+                stack.push((c, child_state));
+                c = w.metas.get(c as usize).map_or(NONE, |m| m.next);
+            }
+            if let Some(m) = w.metas.get_mut(s as usize) {
+                m.first_child = NONE;
+            }
+        }
+        count
+    }
+
+    /// Retire every agent whose lifetime is over; returns how many.
+    pub fn sweep(&self) -> usize {
+        let now = self.clock.now_ns();
+        let mut w = self.writer.lock();
+        let mut count = 0;
+        for slot in 0..w.next_slot {
+            if self.slots.state_of(slot) == state::ACTIVE && self.slots.expires_at(slot) <= now {
+                // Descendants never outlive their delegator, so they are expired too.
+                count += self.retire_tree(&mut w, slot, state::EXPIRED, state::EXPIRED);
+            }
+        }
+        count
+    }
+
+    /// Describe an agent by handle or id.
+    pub fn agent(&self, s: Subject<'_>) -> Result<AgentInfo> {
+        let slot = self.slot_of(s)?;
+        let w = self.writer.lock();
+        let m = w
+            .metas
+            .get(slot as usize)
+            .copied()
+            .ok_or_else(|| Error::UnknownSubject("no such agent".into()))?;
+        let handle = self.slots.current_handle(slot).unwrap_or(0);
+        let expires = self.slots.expires_at(slot);
+        let st = match self.slots.state_of(slot) {
+            state::ACTIVE if self.clock.now_ns() >= expires => "expired",
+            state::ACTIVE => "active",
+            other => crate::registry::state_reason(other).as_str(),
+        };
+        let id = self.id_of(slot).unwrap_or_default();
+        Ok(AgentInfo {
+            id,
+            handle,
+            template: w.chains.templates.name(m.template).to_string(),
+            on_behalf_of: if m.parent != NONE {
+                self.id_of(m.parent)
+            } else if m.principal != NONE {
+                Some(w.chains.principals.name(m.principal).to_string())
+            } else {
+                None
+            },
+            principal: (m.principal != NONE)
+                .then(|| w.chains.principals.name(m.principal).to_string()),
+            depth: u32::from(m.depth),
+            created_at_ns: m.created_ns,
+            expires_at_ns: (expires != NEVER).then_some(expires),
+            state: st,
+        })
+    }
+
+    // ---------------------------------------------------------------- policy
+
+    /// Compile `spec` and swap it in atomically; agents keep their identities.
+    /// Returns (old version, new version). On error the old policy stays.
+    pub fn reload(&self, spec: PolicySpec) -> Result<(String, String)> {
+        let policy = Arc::new(CompiledPolicy::compile(&spec)?);
+        let mut w = self.writer.lock();
+        let old_spec = std::mem::replace(&mut w.spec, spec);
+        let mut index = self.index.write();
+        match build_snapshot(&mut w, &mut index, policy) {
+            Ok(snap) => {
+                let new = snap.version().to_string();
+                let old = self.snapshot.swap(Arc::new(snap));
+                Ok((old.version().to_string(), new))
+            }
+            Err(e) => {
+                w.spec = old_spec;
+                Err(e)
+            }
+        }
+    }
+
+    /// Add or replace a principal at runtime (kept across reloads; overrides the document).
+    pub fn upsert_principal(&self, id: &str, spec: PrincipalSpec) -> Result<()> {
+        validate_principal_id(id, "id").map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let snap = self.snapshot.load_full();
+        snap.policy
+            .compile_principal(&spec, &format!("principals.{}", crate::policy::key(id)))?;
+        if self.index.read().find(id).is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "`{id}` is already an agent id"
+            )));
+        }
+        let mut w = self.writer.lock();
+        let previous = w.overlay.insert(id.into(), Some(spec));
+        let mut index = self.index.write();
+        match build_snapshot(&mut w, &mut index, snap.policy.clone()) {
+            Ok(s) => {
+                self.snapshot.store(Arc::new(s));
+                Ok(())
+            }
+            Err(e) => {
+                match previous {
+                    Some(p) => w.overlay.insert(id.into(), p),
+                    None => w.overlay.remove(id),
+                };
+                Err(e)
+            }
+        }
+    }
+
+    /// Remove a principal; every agent acting for it is retired. Returns how many.
+    pub fn remove_principal(&self, id: &str) -> Result<usize> {
+        let mut w = self.writer.lock();
+        let snap = self.snapshot.load_full();
+        if !snap.principals.contains_key(id) {
+            return Err(Error::UnknownSubject(format!("no principal `{id}`")));
+        }
+        w.overlay.insert(id.into(), None);
+        let mut count = 0;
+        if let Some(pid) = w.chains.principals.get(id) {
+            while let Some(&first) = w.principal_roots.get(&pid) {
+                if first == NONE {
+                    break;
+                }
+                let n = self.retire_tree(
+                    &mut w,
+                    first,
+                    state::PRINCIPAL_REMOVED,
+                    state::PRINCIPAL_REMOVED,
+                );
+                if n == 0 {
+                    unlink(&mut w, first);
+                }
+                count += n;
+            }
+        }
+        let mut index = self.index.write();
+        let s = build_snapshot(&mut w, &mut index, snap.policy.clone())?;
+        self.snapshot.store(Arc::new(s));
+        Ok(count)
+    }
+
+    /// Monitoring counters.
+    pub fn stats(&self) -> Stats {
+        let w = self.writer.lock();
+        let index_bytes = self.index.read().bytes();
+        Stats {
+            agents: w.live,
+            slots: w.next_slot as usize,
+            chains: w.chains.len(),
+            policy_version: self.snapshot.load().version().to_string(),
+            registry_bytes: self.slots.allocated_bytes()
+                + w.metas.capacity() * std::mem::size_of::<Meta>()
+                + w.free.capacity() * 4
+                + index_bytes,
+        }
+    }
+}
+
+/// A chain the snapshot does not know yet (created after it was loaded).
+struct Missing;
+
+/// One batch element; `None` when `snap` predates the agent's chain.
+#[inline(always)]
+fn batch_one(
+    snap: &Snapshot,
+    slots: &Slots,
+    h: u64,
+    a: u32,
+    resource: Option<&str>,
+    now: u64,
+    want_reason: bool,
+) -> Option<Reason> {
+    let chain = match slots.resolve(h, now) {
+        Ok(l) => l.chain,
+        Err(why) => return Some(why),
+    };
+    let policy = &*snap.policy;
+    if a as usize >= policy.action_count() {
+        return Some(Reason::UnknownAction);
+    }
+    if let Some(r) = resource {
+        if validate_resource(r).is_err() {
+            return Some(Reason::InvalidResource);
+        }
+    }
+    let rights = snap.rights(chain)?;
+    Some(if want_reason {
+        rights.reason(policy, a, resource)
+    } else if rights.allows(policy, a, resource) {
+        Reason::Granted
+    } else {
+        // Only the boolean is reported; any non-granted code will do.
+        Reason::NoGrant
+    })
+}
+
+/// Rebuild the snapshot for `policy`: effective principals, then the rights
+/// of every chain known so far.
+fn build_snapshot(
+    w: &mut Writer,
+    index: &mut Index,
+    policy: Arc<CompiledPolicy>,
+) -> Result<Snapshot> {
+    let mut principals: BTreeMap<Box<str>, Arc<Principal>> = policy
+        .principals
+        .iter()
+        .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+        .collect();
+    for (id, spec) in &w.overlay {
+        match spec {
+            None => {
+                principals.remove(id);
+            }
+            Some(spec) => {
+                let path = format!("principals.{} (set at runtime)", crate::policy::key(id));
+                principals.insert(id.clone(), Arc::new(policy.compile_principal(spec, &path)?));
+            }
+        }
+    }
+    for id in principals.keys() {
+        if index.find(id).is_some() {
+            return Err(Error::policy(
+                format!("principals.{}", crate::policy::key(id)),
+                format!("`{id}` is already the id of an agent"),
+            ));
+        }
+        let pid = w.chains.principals.intern(id);
+        let (chain, _) = w.chains.intern(ChainKey::Principal(pid));
+        index.principals.insert(id.clone(), chain);
+    }
+    let snap = Snapshot::new(policy, principals);
+    w.cache = RightsCache::default();
+    for chain in 0..w.chains.len() as u32 {
+        w.cache.ensure(&snap, &w.chains, chain);
+    }
+    Ok(snap)
+}
+
+fn set_meta(w: &mut Writer, slot: u32, meta: Meta) {
+    let i = slot as usize;
+    if w.metas.len() <= i {
+        w.metas.resize(
+            i + 1,
+            Meta {
+                template: NONE,
+                parent: NONE,
+                principal: NONE,
+                depth: 0,
+                created_ns: 0,
+                first_child: NONE,
+                next: NONE,
+                prev: NONE,
+            },
+        );
+    }
+    w.metas[i] = meta;
+}
+
+/// Put `slot` at the head of its delegator's list of direct delegates (a
+/// parent agent's children, or a principal's root agents).
+fn link(w: &mut Writer, slot: u32) {
+    let Some(m) = w.metas.get(slot as usize).copied() else {
+        return;
+    };
+    let head = if m.parent != NONE {
+        w.metas
+            .get(m.parent as usize)
+            .map_or(NONE, |p| p.first_child)
+    } else if m.principal != NONE {
+        w.principal_roots.get(&m.principal).copied().unwrap_or(NONE)
+    } else {
+        return;
+    };
+    if let Some(h) = w.metas.get_mut(head as usize) {
+        h.prev = slot;
+    }
+    if let Some(me) = w.metas.get_mut(slot as usize) {
+        me.next = head;
+        me.prev = NONE;
+    }
+    if m.parent != NONE {
+        if let Some(p) = w.metas.get_mut(m.parent as usize) {
+            p.first_child = slot;
+        }
+    } else {
+        w.principal_roots.insert(m.principal, slot);
+    }
+}
+
+/// Remove `slot` from its delegator's list.
+fn unlink(w: &mut Writer, slot: u32) {
+    let Some(m) = w.metas.get(slot as usize).copied() else {
+        return;
+    };
+    if m.prev != NONE {
+        if let Some(p) = w.metas.get_mut(m.prev as usize) {
+            p.next = m.next;
+        }
+    } else if m.parent != NONE {
+        if let Some(p) = w.metas.get_mut(m.parent as usize) {
+            if p.first_child == slot {
+                p.first_child = m.next;
+            }
+        }
+    } else if m.principal != NONE && w.principal_roots.get(&m.principal) == Some(&slot) {
+        if m.next == NONE {
+            w.principal_roots.remove(&m.principal);
+        } else {
+            w.principal_roots.insert(m.principal, m.next);
+        }
+    }
+    if m.next != NONE {
+        if let Some(n) = w.metas.get_mut(m.next as usize) {
+            n.prev = m.prev;
+        }
+    }
+    if let Some(me) = w.metas.get_mut(slot as usize) {
+        me.next = NONE;
+        me.prev = NONE;
+    }
+}
+
+/// A short per-engine prefix so generated agent ids differ across restarts.
+fn random_prefix() -> String {
+    let r = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    format!("{:06x}_", r & 0xff_ffff)
+}

@@ -1,0 +1,611 @@
+//! From a [`PolicySpec`] to a [`CompiledPolicy`]: names become dense ids,
+//! wildcards are expanded against the declared actions, `@class` references
+//! become pattern ids, inheritance is closed, and every problem is reported
+//! with its path in the document.
+
+use super::model::{EntrySpec, OneOrMany, PolicySpec, PrincipalSpec, TemplateSpec};
+use crate::bitset::ActionSet;
+use crate::error::{Error, Result};
+use crate::pattern::Pattern;
+use rustc_hash::FxHashMap;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Dense id of a declared action.
+pub type ActionId = u32;
+/// Dense id of a role (alphabetical order of role names).
+pub type RoleId = u32;
+/// Dense id of an allow or deny entry.
+pub type RuleId = u32;
+/// Dense id of a distinct resource pattern.
+pub type PatternId = u32;
+
+/// Most actions a policy may declare.
+pub const MAX_ACTIONS: usize = 65_536;
+/// Default bound on the delegation depth of a template.
+pub const DEFAULT_MAX_DELEGATION_DEPTH: u32 = 4;
+/// Largest `max_delegation_depth` a template may declare.
+pub const MAX_DELEGATION_DEPTH: u32 = 32;
+
+/// Whether an entry grants or forbids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// An allow entry.
+    Allow,
+    /// A deny entry.
+    Deny,
+}
+
+/// One compiled allow or deny entry.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Allow or deny.
+    pub effect: Effect,
+    /// Actions covered (wildcards expanded).
+    pub actions: ActionSet,
+    /// Resource patterns; `None` = every resource and requests without one.
+    pub patterns: Option<Box<[PatternId]>>,
+    /// Where the entry is written, e.g. `roles.analyst.deny[0]`.
+    pub path: Box<str>,
+    /// The role that declares it.
+    pub role: RoleId,
+}
+
+/// One compiled role.
+#[derive(Debug, Clone)]
+pub struct Role {
+    /// Its name.
+    pub name: Box<str>,
+    /// Itself and every role it inherits, transitively, sorted.
+    pub closure: Box<[RoleId]>,
+    /// Entries it declares itself (allows then denies, in document order).
+    pub rules: Box<[RuleId]>,
+}
+
+/// A compiled agent template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// Its name.
+    pub name: Box<str>,
+    /// Direct roles.
+    pub roles: Box<[RoleId]>,
+    /// Default lifetime.
+    pub ttl_ns: Option<u64>,
+    /// Longest lifetime a provision may ask for.
+    pub max_ttl_ns: Option<u64>,
+    /// Deepest chain position.
+    pub max_depth: u32,
+}
+
+/// A compiled principal.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Direct roles.
+    pub roles: Box<[RoleId]>,
+    /// Attributes as declared.
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A validated, compiled policy. Immutable once built.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    /// Content hash of the canonical document (16 hex digits).
+    pub version: Box<str>,
+    /// Declared action names by id.
+    pub actions: Box<[Box<str>]>,
+    action_index: FxHashMap<Box<str>, ActionId>,
+    /// Distinct resource patterns by id.
+    pub patterns: Box<[Pattern]>,
+    /// Resource classes: name -> pattern ids.
+    pub classes: BTreeMap<Box<str>, Box<[PatternId]>>,
+    /// Roles by id.
+    pub roles: Box<[Role]>,
+    role_index: FxHashMap<Box<str>, RoleId>,
+    /// Entries by id.
+    pub rules: Box<[Rule]>,
+    /// Templates by name.
+    pub templates: FxHashMap<Box<str>, Template>,
+    /// Principals declared in the document, by id.
+    pub principals: BTreeMap<Box<str>, Principal>,
+}
+
+impl CompiledPolicy {
+    /// Number of declared actions.
+    #[inline]
+    pub fn action_count(&self) -> usize {
+        self.actions.len()
+    }
+
+    /// The id of a declared action.
+    #[inline]
+    pub fn action_id(&self, name: &str) -> Option<ActionId> {
+        self.action_index.get(name).copied()
+    }
+
+    /// The id of a role.
+    pub fn role_id(&self, name: &str) -> Option<RoleId> {
+        self.role_index.get(name).copied()
+    }
+
+    /// Compile a principal's role list (for runtime upserts), naming problems at `path`.
+    pub fn compile_principal(&self, spec: &PrincipalSpec, path: &str) -> Result<Principal> {
+        if spec.quota.is_some() {
+            return Err(unsupported(&format!("{path}.quota"), "quotas"));
+        }
+        Ok(Principal {
+            roles: self.role_refs(&spec.roles, &format!("{path}.roles"))?,
+            attributes: spec.attributes.clone(),
+        })
+    }
+
+    fn role_refs(&self, names: &[String], path: &str) -> Result<Box<[RoleId]>> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                self.role_id(n).ok_or_else(|| {
+                    Error::policy(format!("{path}[{i}]"), format!("unknown role `{n}`"))
+                })
+            })
+            .collect()
+    }
+
+    /// Compile and validate `spec`.
+    pub fn compile(spec: &PolicySpec) -> Result<CompiledPolicy> {
+        let version = content_version(spec);
+        let (actions, action_index) = compile_actions(&spec.actions)?;
+        let (patterns, classes) = compile_classes(&spec.resources)?;
+        let mut c = CompiledPolicy {
+            version,
+            actions,
+            action_index,
+            patterns: Box::new([]),
+            classes: BTreeMap::new(),
+            roles: Box::new([]),
+            role_index: FxHashMap::default(),
+            rules: Box::new([]),
+            templates: FxHashMap::default(),
+            principals: BTreeMap::new(),
+        };
+        let mut builder = PatternBuilder { patterns, classes };
+
+        c.role_index = spec
+            .roles
+            .keys()
+            .enumerate()
+            .map(|(i, n)| (n.as_str().into(), i as RoleId))
+            .collect();
+
+        let mut rules = Vec::new();
+        let mut roles = Vec::with_capacity(spec.roles.len());
+        for (rid, (name, role)) in spec.roles.iter().enumerate() {
+            let base = format!("roles.{}", key(name));
+            let mut own = Vec::new();
+            for (effect, list, field) in [
+                (Effect::Allow, &role.allow, "allow"),
+                (Effect::Deny, &role.deny, "deny"),
+            ] {
+                for (i, entry) in list.iter().enumerate() {
+                    let path = format!("{base}.{field}[{i}]");
+                    let rule =
+                        c.compile_entry(entry, effect, rid as RoleId, &path, &mut builder)?;
+                    own.push(rules.len() as RuleId);
+                    rules.push(rule);
+                }
+            }
+            roles.push(Role {
+                name: name.as_str().into(),
+                closure: Box::new([]),
+                rules: own.into_boxed_slice(),
+            });
+        }
+        let inherits: Vec<Vec<RoleId>> = spec
+            .roles
+            .iter()
+            .map(|(name, role)| {
+                c.role_refs(&role.inherits, &format!("roles.{}.inherits", key(name)))
+                    .map(|v| v.into_vec())
+            })
+            .collect::<Result<_>>()?;
+        let closures = close_inheritance(&roles, &inherits)?;
+        for (role, closure) in roles.iter_mut().zip(closures) {
+            role.closure = closure;
+        }
+        c.roles = roles.into_boxed_slice();
+        c.rules = rules.into_boxed_slice();
+
+        for (name, t) in &spec.templates {
+            let path = format!("templates.{}", key(name));
+            let tmpl = c.compile_template(name, t, &path)?;
+            c.templates.insert(name.as_str().into(), tmpl);
+        }
+        for (id, p) in &spec.principals {
+            validate_principal_id(id, &format!("principals.{}", key(id)))?;
+            let principal = c.compile_principal(p, &format!("principals.{}", key(id)))?;
+            c.principals.insert(id.as_str().into(), principal);
+        }
+        c.patterns = builder.patterns.into_boxed_slice();
+        c.classes = builder.classes;
+        Ok(c)
+    }
+
+    fn compile_entry(
+        &self,
+        entry: &EntrySpec,
+        effect: Effect,
+        role: RoleId,
+        path: &str,
+        patterns: &mut PatternBuilder,
+    ) -> Result<Rule> {
+        let (action, on) = match entry {
+            EntrySpec::Action(a) => (OneOrMany::One(a.clone()), None),
+            EntrySpec::Table(t) => {
+                if t.when.is_some() {
+                    return Err(unsupported(&format!("{path}.when"), "conditions (`when`)"));
+                }
+                if t.hook.is_some() {
+                    return Err(unsupported(&format!("{path}.hook"), "hooks"));
+                }
+                if t.approval.is_some() {
+                    return Err(unsupported(&format!("{path}.approval"), "approvals"));
+                }
+                (t.action.clone(), t.on.as_ref())
+            }
+        };
+        let mut actions = ActionSet::empty(self.action_count());
+        let list = action.as_vec();
+        if list.is_empty() {
+            return Err(Error::policy(
+                format!("{path}.action"),
+                "an entry needs at least one action",
+            ));
+        }
+        for (i, a) in list.iter().enumerate() {
+            let apath = match (entry, &action) {
+                (EntrySpec::Action(_), _) => path.to_string(),
+                (_, OneOrMany::One(_)) => format!("{path}.action"),
+                (_, OneOrMany::Many(_)) => format!("{path}.action[{i}]"),
+            };
+            self.expand_action(a, &apath, &mut actions)?;
+        }
+        let patterns = match on {
+            None => None,
+            Some(list) if list.is_empty() => return Err(Error::policy(
+                format!("{path}.on"),
+                "`on` is empty, so the entry matches nothing; omit `on` to cover every resource",
+            )),
+            Some(list) => {
+                let mut ids = Vec::new();
+                for (i, p) in list.iter().enumerate() {
+                    patterns.resolve(p, &format!("{path}.on[{i}]"), &mut ids)?;
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                Some(ids.into_boxed_slice())
+            }
+        };
+        Ok(Rule {
+            effect,
+            actions,
+            patterns,
+            path: path.into(),
+            role,
+        })
+    }
+
+    fn expand_action(&self, pat: &str, path: &str, into: &mut ActionSet) -> Result<()> {
+        if pat == "*" {
+            into.union_with(&ActionSet::full(self.action_count()));
+            return Ok(());
+        }
+        if let Some(tool) = pat.strip_suffix(":*") {
+            if !is_name(tool) {
+                return Err(Error::policy(
+                    path,
+                    format!("`{pat}` is not a valid action pattern (`tool:verb`, `tool:*` or `*`)"),
+                ));
+            }
+            let before = into.clone();
+            for (id, name) in self.actions.iter().enumerate() {
+                if name.split_once(':').is_some_and(|(t, _)| t == tool) {
+                    into.insert(id as ActionId);
+                }
+            }
+            if *into == before
+                && !self
+                    .actions
+                    .iter()
+                    .any(|n| n.starts_with(&format!("{tool}:")))
+            {
+                return Err(Error::policy(
+                    path,
+                    format!("`{pat}` matches no declared action"),
+                ));
+            }
+            return Ok(());
+        }
+        match self.action_id(pat) {
+            Some(id) => {
+                into.insert(id);
+                Ok(())
+            }
+            None if pat.contains('*') => Err(Error::policy(
+                path,
+                format!("`{pat}` is not a valid action pattern (`tool:verb`, `tool:*` or `*`)"),
+            )),
+            None => Err(Error::policy(
+                path,
+                format!("unknown action `{pat}` (declare it in `actions`)"),
+            )),
+        }
+    }
+
+    fn compile_template(&self, name: &str, t: &TemplateSpec, path: &str) -> Result<Template> {
+        if t.quota.is_some() {
+            return Err(unsupported(&format!("{path}.quota"), "quotas"));
+        }
+        let ttl_ns = t
+            .ttl
+            .map(|s| seconds_to_ns(s, &format!("{path}.ttl")))
+            .transpose()?;
+        let max_ttl_ns = t
+            .max_ttl
+            .map(|s| seconds_to_ns(s, &format!("{path}.max_ttl")))
+            .transpose()?;
+        if let (Some(ttl), Some(max)) = (ttl_ns, max_ttl_ns) {
+            if ttl > max {
+                return Err(Error::policy(
+                    format!("{path}.ttl"),
+                    "`ttl` is longer than `max_ttl`",
+                ));
+            }
+        }
+        let max_depth = t
+            .max_delegation_depth
+            .unwrap_or(DEFAULT_MAX_DELEGATION_DEPTH);
+        if !(1..=MAX_DELEGATION_DEPTH).contains(&max_depth) {
+            return Err(Error::policy(
+                format!("{path}.max_delegation_depth"),
+                format!("must be between 1 and {MAX_DELEGATION_DEPTH}, found {max_depth}"),
+            ));
+        }
+        Ok(Template {
+            name: name.into(),
+            roles: self.role_refs(&t.roles, &format!("{path}.roles"))?,
+            ttl_ns,
+            max_ttl_ns,
+            max_depth,
+        })
+    }
+}
+
+/// Patterns deduplicated across the document, plus the classes naming them.
+struct PatternBuilder {
+    patterns: Vec<Pattern>,
+    classes: BTreeMap<Box<str>, Box<[PatternId]>>,
+}
+
+impl PatternBuilder {
+    fn intern(&mut self, p: Pattern) -> PatternId {
+        match self.patterns.iter().position(|q| *q == p) {
+            Some(i) => i as PatternId,
+            None => {
+                self.patterns.push(p);
+                (self.patterns.len() - 1) as PatternId
+            }
+        }
+    }
+
+    fn resolve(&mut self, text: &str, path: &str, into: &mut Vec<PatternId>) -> Result<()> {
+        if let Some(class) = text.strip_prefix('@') {
+            match self.classes.get(class) {
+                Some(ids) => into.extend_from_slice(ids),
+                None => {
+                    return Err(Error::policy(
+                        path,
+                        format!("unknown resource class `@{class}`"),
+                    ))
+                }
+            }
+        } else {
+            let p = Pattern::parse(text, path)?;
+            into.push(self.intern(p));
+        }
+        Ok(())
+    }
+}
+
+type Classes = BTreeMap<Box<str>, Box<[PatternId]>>;
+type ActionTable = (Box<[Box<str>]>, FxHashMap<Box<str>, ActionId>);
+
+fn compile_classes(spec: &BTreeMap<String, Vec<String>>) -> Result<(Vec<Pattern>, Classes)> {
+    let mut b = PatternBuilder {
+        patterns: Vec::new(),
+        classes: BTreeMap::new(),
+    };
+    for (name, list) in spec {
+        let path = format!("resources.{}", key(name));
+        if !is_name(name) {
+            return Err(Error::policy(
+                &path,
+                format!("`{name}` is not a valid class name (letters, digits, `_`, `-`, `.`)"),
+            ));
+        }
+        if list.is_empty() {
+            return Err(Error::policy(
+                &path,
+                "a resource class needs at least one pattern",
+            ));
+        }
+        let mut ids = Vec::new();
+        for (i, p) in list.iter().enumerate() {
+            let ipath = format!("{path}[{i}]");
+            if p.starts_with('@') {
+                return Err(Error::policy(
+                    ipath,
+                    "a class lists patterns, not other classes",
+                ));
+            }
+            let pat = Pattern::parse(p, &ipath)?;
+            ids.push(b.intern(pat));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        b.classes
+            .insert(name.as_str().into(), ids.into_boxed_slice());
+    }
+    Ok((b.patterns, b.classes))
+}
+
+fn compile_actions(list: &[String]) -> Result<ActionTable> {
+    if list.len() > MAX_ACTIONS {
+        return Err(Error::policy(
+            "actions",
+            format!(
+                "at most {MAX_ACTIONS} actions may be declared, found {}",
+                list.len()
+            ),
+        ));
+    }
+    let mut index = FxHashMap::default();
+    for (i, a) in list.iter().enumerate() {
+        let path = format!("actions[{i}]");
+        match a.split_once(':') {
+            Some((tool, verb)) if is_name(tool) && is_name(verb) => {}
+            _ => {
+                return Err(Error::policy(
+                    path,
+                    format!("`{a}` is not a valid action name: write `tool:verb` with letters, digits, `_`, `-` or `.`"),
+                ))
+            }
+        }
+        if index.insert(a.as_str().into(), i as ActionId).is_some() {
+            return Err(Error::policy(
+                path,
+                format!("action `{a}` is declared twice"),
+            ));
+        }
+    }
+    Ok((list.iter().map(|a| a.as_str().into()).collect(), index))
+}
+
+/// Close each role under `inherits`; a cycle is an error naming it.
+fn close_inheritance(roles: &[Role], inherits: &[Vec<RoleId>]) -> Result<Vec<Box<[RoleId]>>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let n = roles.len();
+    let mut mark = vec![Mark::New; n];
+    let mut closure: Vec<Vec<RoleId>> = vec![Vec::new(); n];
+    // Iterative DFS; `stack` holds (role, next child index).
+    for root in 0..n {
+        if mark[root] != Mark::New {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        mark[root] = Mark::Active;
+        while let Some(&mut (r, ref mut next)) = stack.last_mut() {
+            let children = &inherits[r];
+            if *next < children.len() {
+                let child = children[*next] as usize;
+                *next += 1;
+                match mark[child] {
+                    Mark::New => {
+                        mark[child] = Mark::Active;
+                        stack.push((child, 0));
+                    }
+                    Mark::Active => {
+                        let start = stack.iter().position(|(x, _)| *x == child).unwrap_or(0);
+                        let mut names: Vec<&str> = stack[start..]
+                            .iter()
+                            .map(|(x, _)| &*roles[*x].name)
+                            .collect();
+                        names.push(&roles[child].name);
+                        let idx = inherits[r]
+                            .iter()
+                            .position(|c| *c as usize == child)
+                            .unwrap_or(0);
+                        return Err(Error::policy(
+                            format!("roles.{}.inherits[{idx}]", key(&roles[r].name)),
+                            format!("inheritance cycle `{}`", names.join(" -> ")),
+                        ));
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                let mut set: Vec<RoleId> = vec![r as RoleId];
+                for c in children {
+                    set.extend_from_slice(&closure[*c as usize]);
+                }
+                set.sort_unstable();
+                set.dedup();
+                closure[r] = set;
+                mark[r] = Mark::Done;
+                stack.pop();
+            }
+        }
+    }
+    Ok(closure.into_iter().map(Vec::into_boxed_slice).collect())
+}
+
+fn content_version(spec: &PolicySpec) -> Box<str> {
+    // Maps are BTreeMaps and struct fields serialise in declaration order, so
+    // equal documents hash equally whatever their key order on disk.
+    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    digest
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
+}
+
+fn seconds_to_ns(s: f64, path: &str) -> Result<u64> {
+    if !(s.is_finite() && s > 0.0 && s <= 10.0 * 365.0 * 86_400.0) {
+        return Err(Error::policy(
+            path,
+            format!("a duration must be positive and at most 10 years, found {s}"),
+        ));
+    }
+    Ok((s * 1e9) as u64)
+}
+
+/// Principal ids: non-empty, printable, no whitespace, bounded.
+pub fn validate_principal_id(id: &str, path: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::policy(
+            path,
+            format!("`{id}` is not a valid principal id (1-256 printable characters, no spaces)"),
+        ));
+    }
+    Ok(())
+}
+
+fn unsupported(path: &str, what: &str) -> Error {
+    Error::policy(
+        path,
+        format!("{what} are not supported by this version of charter"),
+    )
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A map key as it appears in a path: bare when it is a TOML bare key, quoted otherwise.
+pub fn key(k: &str) -> String {
+    if !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    {
+        k.to_string()
+    } else {
+        format!("{k:?}")
+    }
+}

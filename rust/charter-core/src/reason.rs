@@ -1,0 +1,135 @@
+//! Reason codes: why a decision came out as it did. The numeric codes are
+//! part of the batch API (an array of `u8`), so they are only ever appended.
+
+/// Why a decision was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Reason {
+    /// An allow matched and nothing denied.
+    Granted = 0,
+    /// A deny entry of the subject's own roles matched.
+    DeniedByRule = 1,
+    /// No allow entry of the subject's own roles matched.
+    NoGrant = 2,
+    /// The subject's own roles allow it, but a delegator up the chain may not.
+    DelegatorDenied = 3,
+    /// The action is not declared in the policy.
+    UnknownAction = 4,
+    /// No principal or agent by that id.
+    UnknownPrincipal = 5,
+    /// The handle does not refer to a live agent (never issued, or its slot was reused).
+    UnknownAgent = 6,
+    /// The agent's lifetime (or its delegator's) is over.
+    Expired = 7,
+    /// The agent was deprovisioned.
+    Revoked = 8,
+    /// A delegator up the chain was deprovisioned.
+    DelegatorRevoked = 9,
+    /// The principal the agent acts for was removed.
+    PrincipalRemoved = 10,
+    /// The agent's template (or a delegator's) is not in the current policy.
+    UnknownTemplate = 11,
+    /// The agent sits deeper in its chain than a template on it allows.
+    DelegationTooDeep = 12,
+    /// The resource name is empty, has an empty segment or is too long.
+    InvalidResource = 13,
+    /// Something inside the engine failed; denied rather than trusted.
+    InternalError = 14,
+    /// The request itself is malformed (a principal, action or resource of the wrong type).
+    MalformedRequest = 15,
+}
+
+/// Every reason, indexed by its code.
+pub const ALL_REASONS: [Reason; 16] = [
+    Reason::Granted,
+    Reason::DeniedByRule,
+    Reason::NoGrant,
+    Reason::DelegatorDenied,
+    Reason::UnknownAction,
+    Reason::UnknownPrincipal,
+    Reason::UnknownAgent,
+    Reason::Expired,
+    Reason::Revoked,
+    Reason::DelegatorRevoked,
+    Reason::PrincipalRemoved,
+    Reason::UnknownTemplate,
+    Reason::DelegationTooDeep,
+    Reason::InvalidResource,
+    Reason::InternalError,
+    Reason::MalformedRequest,
+];
+
+impl Reason {
+    /// The stable code, as used in logs and the Python API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Granted => "granted",
+            Reason::DeniedByRule => "denied_by_rule",
+            Reason::NoGrant => "no_grant",
+            Reason::DelegatorDenied => "delegator_denied",
+            Reason::UnknownAction => "unknown_action",
+            Reason::UnknownPrincipal => "unknown_principal",
+            Reason::UnknownAgent => "unknown_agent",
+            Reason::Expired => "expired",
+            Reason::Revoked => "revoked",
+            Reason::DelegatorRevoked => "delegator_revoked",
+            Reason::PrincipalRemoved => "principal_removed",
+            Reason::UnknownTemplate => "unknown_template",
+            Reason::DelegationTooDeep => "delegation_too_deep",
+            Reason::InvalidResource => "invalid_resource",
+            Reason::InternalError => "internal_error",
+            Reason::MalformedRequest => "malformed_request",
+        }
+    }
+
+    /// A sentence for people reading a log or an error.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Reason::Granted => "an allow entry matched and no deny entry did",
+            Reason::DeniedByRule => "a deny entry of the subject's roles matched",
+            Reason::NoGrant => "no allow entry of the subject's roles matched",
+            Reason::DelegatorDenied => {
+                "the subject's roles allow it but a delegator up the chain is not allowed it"
+            }
+            Reason::UnknownAction => "the action is not declared in the policy",
+            Reason::UnknownPrincipal => "no principal or agent has that id",
+            Reason::UnknownAgent => "the handle does not refer to a live agent",
+            Reason::Expired => "the agent's lifetime is over",
+            Reason::Revoked => "the agent was deprovisioned",
+            Reason::DelegatorRevoked => "a delegator up the chain was deprovisioned",
+            Reason::PrincipalRemoved => "the principal the agent acts for was removed",
+            Reason::UnknownTemplate => "the agent's template is not in the current policy",
+            Reason::DelegationTooDeep => {
+                "the agent is deeper in its delegation chain than its templates allow"
+            }
+            Reason::InvalidResource => {
+                "the resource name is empty, has an empty segment or is too long"
+            }
+            Reason::InternalError => {
+                "the engine failed internally and denied rather than trust the result"
+            }
+            Reason::MalformedRequest => {
+                "the request is malformed (a principal, action or resource of the wrong type)"
+            }
+        }
+    }
+
+    /// The numeric code.
+    #[inline(always)]
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_index_the_table() {
+        for (i, r) in ALL_REASONS.iter().enumerate() {
+            assert_eq!(r.code() as usize, i);
+            assert!(!r.as_str().is_empty());
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The immutable view a decision reads: one compiled policy, the effective
+//! principals, and the rights of every delegation chain under that policy.
+//!
+//! A snapshot is swapped whole on reload or principal change, so a check sees
+//! one policy from start to end. Chains created later (a provision under the
+//! same policy) are appended to the current snapshot's table, which is
+//! append-only and lock-free to read.
+
+use crate::policy::{CompiledPolicy, Principal, RoleId};
+use crate::reason::Reason;
+use crate::rights::{Level, Rights};
+use crate::table::Chunked;
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+/// "No chain" (an agent acting for nobody).
+pub const NO_CHAIN: u32 = u32::MAX;
+
+/// Rights-table chunks: 2^10 chains each, 2^14 chunks.
+const RIGHTS_CHUNK_BITS: u32 = 10;
+const RIGHTS_MAX_CHUNKS: usize = 1 << 14;
+
+/// What a delegation chain is made of; policy-independent, so chains survive reloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChainKey {
+    /// A principal acting directly (interned principal id).
+    Principal(u32),
+    /// An agent of `template` acting for chain `parent` (or [`NO_CHAIN`]).
+    Agent {
+        /// The delegator's chain.
+        parent: u32,
+        /// Interned template name.
+        template: u32,
+    },
+}
+
+/// One policy's view of the world.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The compiled policy.
+    pub policy: Arc<CompiledPolicy>,
+    /// Principals: the document's, overlaid with runtime upserts and removals.
+    pub principals: BTreeMap<Box<str>, Arc<Principal>>,
+    rights: Chunked<OnceLock<Arc<Rights>>>,
+}
+
+impl Snapshot {
+    /// An empty snapshot of `policy` with `principals`.
+    pub fn new(
+        policy: Arc<CompiledPolicy>,
+        principals: BTreeMap<Box<str>, Arc<Principal>>,
+    ) -> Snapshot {
+        Snapshot {
+            policy,
+            principals,
+            rights: Chunked::new(RIGHTS_CHUNK_BITS, RIGHTS_MAX_CHUNKS),
+        }
+    }
+
+    /// The rights of chain `chain`, if this snapshot knows it.
+    #[inline(always)]
+    pub fn rights(&self, chain: u32) -> Option<&Arc<Rights>> {
+        self.rights.get(chain as usize)?.get()
+    }
+
+    /// The policy's content version.
+    pub fn version(&self) -> &str {
+        &self.policy.version
+    }
+
+    fn set_rights(&self, chain: u32, r: Arc<Rights>) -> bool {
+        match self.rights.get_or_alloc(chain as usize) {
+            Some(cell) => cell.set(r).is_ok() || cell.get().is_some(),
+            None => false,
+        }
+    }
+
+    /// Bytes allocated for the rights table (not the shared rights themselves).
+    pub fn allocated_bytes(&self) -> usize {
+        self.rights.allocated_bytes()
+    }
+}
+
+/// Interned chains and the names they refer to; lives in the writer.
+#[derive(Debug, Default)]
+pub struct Chains {
+    keys: Vec<ChainKey>,
+    index: FxHashMap<ChainKey, u32>,
+    /// Template names by interned id.
+    pub templates: Interner,
+    /// Principal ids by interned id.
+    pub principals: Interner,
+}
+
+/// A string interner (writer side).
+#[derive(Debug, Default)]
+pub struct Interner {
+    names: Vec<Box<str>>,
+    index: FxHashMap<Box<str>, u32>,
+}
+
+impl Interner {
+    /// The id of `name`, interning it.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.index.get(name) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.index.insert(name.into(), id);
+        id
+    }
+
+    /// The id of `name`, if interned.
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+
+    /// The name of `id`.
+    pub fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", |s| s)
+    }
+}
+
+impl Chains {
+    /// The chain id of `key`, and whether it is new.
+    pub fn intern(&mut self, key: ChainKey) -> (u32, bool) {
+        if let Some(id) = self.index.get(&key) {
+            return (*id, false);
+        }
+        let id = self.keys.len() as u32;
+        self.keys.push(key);
+        self.index.insert(key, id);
+        (id, true)
+    }
+
+    /// The chain id of `key`, if interned.
+    pub fn get(&self, key: &ChainKey) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+
+    /// The key of chain `id`.
+    pub fn key(&self, id: u32) -> Option<ChainKey> {
+        self.keys.get(id as usize).copied()
+    }
+
+    /// How many chains exist.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no chain exists.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The smallest `max_delegation_depth` of the templates along chain `id`
+    /// (a sub-agent cannot escape an ancestor's bound by picking a laxer
+    /// template). Templates missing from `policy` do not bound it.
+    pub fn depth_limit(&self, policy: &CompiledPolicy, id: u32) -> u32 {
+        let mut limit = u32::MAX;
+        let mut cur = id;
+        while let Some(ChainKey::Agent { parent, template }) = self.key(cur) {
+            if let Some(t) = policy.templates.get(self.templates.name(template)) {
+                limit = limit.min(t.max_depth);
+            }
+            cur = parent;
+        }
+        limit
+    }
+
+    /// Number of agents in chain `id` (0 for a principal acting directly).
+    pub fn depth(&self, id: u32) -> u32 {
+        let mut depth = 0;
+        let mut cur = id;
+        while let Some(ChainKey::Agent { parent, .. }) = self.key(cur) {
+            depth += 1;
+            cur = parent;
+        }
+        depth
+    }
+}
+
+/// Per-snapshot caches that let chains share levels and rights.
+#[derive(Debug, Default)]
+pub struct RightsCache {
+    levels: FxHashMap<Vec<RoleId>, Arc<Level>>,
+    rights: FxHashMap<Vec<usize>, Arc<Rights>>,
+    problems: FxHashMap<u8, Arc<Rights>>,
+}
+
+impl RightsCache {
+    fn level(&mut self, policy: &CompiledPolicy, roles: &[RoleId]) -> Arc<Level> {
+        let mut key = roles.to_vec();
+        key.sort_unstable();
+        key.dedup();
+        self.levels
+            .entry(key)
+            .or_insert_with_key(|k| Arc::new(Level::new(policy, k)))
+            .clone()
+    }
+
+    fn denied(&mut self, policy: &CompiledPolicy, why: Reason) -> Arc<Rights> {
+        self.problems
+            .entry(why.code())
+            .or_insert_with(|| Arc::new(Rights::denied(policy, why)))
+            .clone()
+    }
+
+    fn chain(&mut self, policy: &CompiledPolicy, levels: Vec<Arc<Level>>) -> Arc<Rights> {
+        let key: Vec<usize> = levels.iter().map(|l| Arc::as_ptr(l) as usize).collect();
+        self.rights
+            .entry(key)
+            .or_insert_with(|| Arc::new(Rights::new(policy, levels)))
+            .clone()
+    }
+
+    /// Compute (or fetch) the rights of chain `id` in `snap`, storing them there.
+    pub fn ensure(&mut self, snap: &Snapshot, chains: &Chains, id: u32) -> Arc<Rights> {
+        if let Some(r) = snap.rights(id) {
+            return r.clone();
+        }
+        let r = self.compute(snap, chains, id);
+        snap.set_rights(id, r.clone());
+        r
+    }
+
+    fn compute(&mut self, snap: &Snapshot, chains: &Chains, id: u32) -> Arc<Rights> {
+        let policy = &*snap.policy;
+        match chains.key(id) {
+            None => self.denied(policy, Reason::InternalError),
+            Some(ChainKey::Principal(pid)) => {
+                match snap.principals.get(chains.principals.name(pid)) {
+                    None => self.denied(policy, Reason::UnknownPrincipal),
+                    Some(p) => {
+                        let level = self.level(policy, &p.roles);
+                        self.chain(policy, vec![level])
+                    }
+                }
+            }
+            Some(ChainKey::Agent { parent, template }) => {
+                let Some(t) = policy.templates.get(chains.templates.name(template)) else {
+                    return self.denied(policy, Reason::UnknownTemplate);
+                };
+                if chains.depth(id) > chains.depth_limit(policy, id).min(t.max_depth) {
+                    return self.denied(policy, Reason::DelegationTooDeep);
+                }
+                let own = self.level(policy, &t.roles);
+                if parent == NO_CHAIN {
+                    return self.chain(policy, vec![own]);
+                }
+                let up = self.ensure(snap, chains, parent);
+                if let Some(problem) = up.problem {
+                    return self.denied(policy, problem);
+                }
+                let mut levels = Vec::with_capacity(up.levels.len() + 1);
+                levels.push(own);
+                levels.extend(up.levels.iter().cloned());
+                self.chain(policy, levels)
+            }
+        }
+    }
+}

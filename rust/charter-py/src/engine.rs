@@ -1,0 +1,326 @@
+//! `charter._core.Engine`: argument conversion around `charter_core::Engine`.
+//! No decision logic lives here. The Python class `charter.Engine`
+//! subclasses this one, so `check` is called without a Python frame.
+
+use crate::errors::{self, IntoPy};
+use crate::types::{Agent, Decision, ManualClock};
+use charter_core::{Action, Reason, Subject};
+use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyInt, PyString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+/// `_check_batch`'s result: allowed flags and, if asked, reason codes.
+type BatchOut<'py> = (Bound<'py, PyArray1<bool>>, Option<Bound<'py, PyArray1<u8>>>);
+
+/// The compiled engine: policy snapshot, agent registry, decisions.
+#[pyclass(subclass, frozen, module = "charter._core")]
+pub struct Engine {
+    inner: Arc<charter_core::Engine>,
+}
+
+fn parse_spec(py: Python<'_>, policy_json: &[u8]) -> PyResult<charter_core::PolicySpec> {
+    serde_json::from_slice(policy_json).map_err(|e| {
+        errors::to_py(
+            py,
+            charter_core::Error::policy(
+                "$",
+                format!("the policy document does not match the schema: {e}"),
+            ),
+        )
+    })
+}
+
+/// A subject from a Python value: an int handle or a str id.
+fn subject<'a>(obj: &'a Bound<'_, PyAny>) -> Option<Subject<'a>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return s.to_str().ok().map(Subject::Id);
+    }
+    if let Ok(i) = obj.cast::<PyInt>() {
+        return i.extract::<u64>().ok().map(Subject::Handle);
+    }
+    if let Ok(a) = obj.cast::<Agent>() {
+        return Some(Subject::Handle(a.get().handle));
+    }
+    None
+}
+
+fn action<'a>(obj: &'a Bound<'_, PyAny>) -> Option<Action<'a>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return s.to_str().ok().map(Action::Name);
+    }
+    obj.cast::<PyInt>()
+        .ok()?
+        .extract::<u32>()
+        .ok()
+        .map(Action::Id)
+}
+
+fn required_subject<'a>(py: Python<'_>, obj: &'a Bound<'_, PyAny>) -> PyResult<Subject<'a>> {
+    subject(obj).ok_or_else(|| {
+        errors::to_py(
+            py,
+            charter_core::Error::InvalidArgument(
+                "expected an agent handle (int), an Agent, or an id (str)".into(),
+            ),
+        )
+    })
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (policy_json, clock=None))]
+    fn new(
+        py: Python<'_>,
+        policy_json: &[u8],
+        clock: Option<&Bound<'_, ManualClock>>,
+    ) -> PyResult<Self> {
+        let spec = parse_spec(py, policy_json)?;
+        let inner = match clock {
+            Some(c) => charter_core::Engine::with_clock(spec, c.get().inner.clone()),
+            None => charter_core::Engine::new(spec),
+        }
+        .py_err(py)?;
+        Ok(Engine {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Decide one request. Never raises for a bad request: malformed input
+    /// is a denial with reason `malformed_request`.
+    #[pyo3(signature = (principal, action, resource=None, context=None))]
+    fn check(
+        &self,
+        principal: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        resource: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> Decision {
+        let _ = context; // read by conditions; no condition can be written yet
+        let resource = match resource {
+            None => Ok(None),
+            Some(r) if r.is_none() => Ok(None),
+            Some(r) => r
+                .cast::<PyString>()
+                .ok()
+                .and_then(|s| s.to_str().ok())
+                .map(Some)
+                .ok_or(()),
+        };
+        let (Some(s), Some(a), Ok(r)) = (subject(principal), self::action(action), resource) else {
+            return self.denial(Reason::MalformedRequest);
+        };
+        match catch_unwind(AssertUnwindSafe(|| self.inner.check(s, a, r))) {
+            Ok(d) => Decision::from_core(d),
+            Err(_) => self.denial(Reason::InternalError),
+        }
+    }
+
+    /// Batch check over typed arrays; see `charter.Engine.check_batch`.
+    #[pyo3(signature = (handles, actions, resources, with_reasons))]
+    fn _check_batch<'py>(
+        &self,
+        py: Python<'py>,
+        handles: PyReadonlyArray1<'py, u64>,
+        actions: PyReadonlyArray1<'py, u32>,
+        resources: Option<Vec<Option<String>>>,
+        with_reasons: bool,
+    ) -> PyResult<BatchOut<'py>> {
+        let hs = handles.as_slice()?;
+        let acts = actions.as_slice()?;
+        let n = hs.len();
+        let res: Option<Vec<Option<&str>>> = resources
+            .as_ref()
+            .map(|v| v.iter().map(|r| r.as_deref()).collect());
+        let mut allowed = vec![false; n];
+        let mut reasons = with_reasons.then(|| vec![0u8; n]);
+        let engine = &self.inner;
+        let outcome = py.detach(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                engine.check_batch(
+                    hs,
+                    acts,
+                    res.as_deref(),
+                    &mut allowed,
+                    reasons.as_deref_mut(),
+                )
+            }))
+        });
+        match outcome {
+            Ok(r) => r.py_err(py)?,
+            Err(_) => {
+                return Err(errors::internal(
+                    py,
+                    "check_batch failed internally; no decision was returned",
+                ))
+            }
+        }
+        Ok((
+            PyArray1::from_vec(py, allowed),
+            reasons.map(|r| PyArray1::from_vec(py, r)),
+        ))
+    }
+
+    /// The id of a declared action (for `check_batch`).
+    fn action_id(&self, py: Python<'_>, name: &str) -> PyResult<u32> {
+        self.inner.action_id(name).ok_or_else(|| {
+            match errors::unknown_action_error(py)
+                .and_then(|c| c.call1((format!("unknown action `{name}`"),)))
+            {
+                Ok(obj) => PyErr::from_value(obj),
+                Err(e) => e,
+            }
+        })
+    }
+
+    /// Declared action names, in id order.
+    #[getter]
+    fn actions(&self) -> Vec<String> {
+        self.inner
+            .snapshot()
+            .policy
+            .actions
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+    }
+
+    /// Content hash of the current policy.
+    #[getter]
+    fn policy_version(&self) -> String {
+        self.inner.snapshot().version().to_string()
+    }
+
+    /// Register an agent; see `charter.Engine.provision`.
+    #[pyo3(signature = (template, *, on_behalf_of=None, ttl=None, agent_id=None))]
+    fn provision(
+        &self,
+        py: Python<'_>,
+        template: &str,
+        on_behalf_of: Option<&Bound<'_, PyAny>>,
+        ttl: Option<f64>,
+        agent_id: Option<&str>,
+    ) -> PyResult<Agent> {
+        let delegator = on_behalf_of
+            .filter(|o| !o.is_none())
+            .map(|o| required_subject(py, o))
+            .transpose()?;
+        let ttl_ns = match ttl {
+            None => None,
+            Some(t) if t.is_finite() && t > 0.0 => Some((t * 1e9) as u64),
+            Some(t) => {
+                return Err(errors::to_py(
+                    py,
+                    charter_core::Error::InvalidArgument(format!(
+                        "ttl must be a positive number of seconds, got {t}"
+                    )),
+                ))
+            }
+        };
+        self.inner
+            .provision(template, delegator, ttl_ns, agent_id)
+            .py_err(py)
+            .map(Agent::from)
+    }
+
+    /// Deprovision an agent and its delegates; returns how many were retired.
+    fn deprovision(&self, py: Python<'_>, agent: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let s = required_subject(py, agent)?;
+        self.inner.deprovision(s).py_err(py)
+    }
+
+    /// Describe an agent by handle or id.
+    fn agent(&self, py: Python<'_>, agent: &Bound<'_, PyAny>) -> PyResult<Agent> {
+        let s = required_subject(py, agent)?;
+        self.inner.agent(s).py_err(py).map(Agent::from)
+    }
+
+    /// Retire every expired agent; returns how many.
+    fn sweep(&self, py: Python<'_>) -> usize {
+        let engine = &self.inner;
+        py.detach(|| engine.sweep())
+    }
+
+    /// Swap in a new policy (canonical JSON); returns (old version, new version).
+    fn _reload(&self, py: Python<'_>, policy_json: &[u8]) -> PyResult<(String, String)> {
+        let spec = parse_spec(py, policy_json)?;
+        self.inner.reload(spec).py_err(py)
+    }
+
+    /// Add or replace a principal (attributes as JSON bytes).
+    fn _upsert_principal(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        roles: Vec<String>,
+        attributes_json: &[u8],
+    ) -> PyResult<()> {
+        let attributes = serde_json::from_slice(attributes_json).map_err(|e| {
+            errors::to_py(
+                py,
+                charter_core::Error::InvalidArgument(format!(
+                    "attributes must be a JSON object: {e}"
+                )),
+            )
+        })?;
+        let spec = charter_core::PrincipalSpec {
+            roles,
+            attributes,
+            quota: None,
+        };
+        self.inner.upsert_principal(id, spec).py_err(py)
+    }
+
+    /// Remove a principal and retire every agent acting for it; returns how many.
+    fn remove_principal(&self, py: Python<'_>, id: &str) -> PyResult<usize> {
+        self.inner.remove_principal(id).py_err(py)
+    }
+
+    /// The derivation of one decision as a JSON document.
+    #[pyo3(signature = (principal, action, resource=None))]
+    fn _explain_json(
+        &self,
+        py: Python<'_>,
+        principal: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        resource: Option<&str>,
+    ) -> PyResult<String> {
+        let s = required_subject(py, principal)?;
+        let a = self::action(action).ok_or_else(|| {
+            errors::to_py(
+                py,
+                charter_core::Error::InvalidArgument(
+                    "expected an action name (str) or id (int)".into(),
+                ),
+            )
+        })?;
+        let v = self.inner.explain(s, a, resource);
+        serde_json::to_string(&v).map_err(|e| errors::internal(py, &e.to_string()))
+    }
+
+    /// Registry counters.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("agents", s.agents)?;
+        d.set_item("slots", s.slots)?;
+        d.set_item("chains", s.chains)?;
+        d.set_item("policy_version", s.policy_version)?;
+        d.set_item("registry_bytes", s.registry_bytes)?;
+        Ok(d)
+    }
+}
+
+impl Engine {
+    #[cold]
+    fn denial(&self, reason: Reason) -> Decision {
+        Decision {
+            allowed: false,
+            reason,
+            rule: None,
+            snapshot: self.inner.snapshot(),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! `charter._core`: PyO3 glue over `charter-core`. Conversion, error mapping
+//! and GIL handling only; every decision is made in the core.
+
+mod engine;
+mod errors;
+mod types;
+
+use pyo3::prelude::*;
+
+/// The compiled module.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<engine::Engine>()?;
+    m.add_class::<types::Decision>()?;
+    m.add_class::<types::Agent>()?;
+    m.add_class::<types::ManualClock>()?;
+    let reasons: Vec<&str> = charter_core::ALL_REASONS
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    m.add("REASONS", reasons)?;
+    m.add(
+        "BUILD_PROFILE",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

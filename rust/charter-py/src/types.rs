@@ -1,0 +1,203 @@
+//! Value classes handed to Python: `Decision`, `Agent`, `ManualClock`.
+
+use charter_core::{AgentInfo, Reason};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::sync::Arc;
+
+/// `'text'` or `None`, as Python would print it.
+fn py_opt(s: Option<&str>) -> String {
+    s.map_or_else(|| "None".to_string(), |s| format!("'{s}'"))
+}
+
+/// The answer to one request; `bool(decision)` is `decision.allowed`.
+#[pyclass(frozen, module = "charter._core")]
+pub struct Decision {
+    pub(crate) allowed: bool,
+    pub(crate) reason: Reason,
+    pub(crate) rule: Option<u32>,
+    pub(crate) snapshot: Arc<charter_core::snapshot::Snapshot>,
+}
+
+impl Decision {
+    pub(crate) fn from_core(d: charter_core::Decision) -> Decision {
+        Decision {
+            allowed: d.allowed,
+            reason: d.reason,
+            rule: d.rule,
+            snapshot: d.snapshot,
+        }
+    }
+
+    fn rule_path(&self) -> Option<&str> {
+        let r = self.rule?;
+        self.snapshot.policy.rules.get(r as usize).map(|r| &*r.path)
+    }
+}
+
+#[pymethods]
+impl Decision {
+    /// Whether the request is allowed.
+    #[getter]
+    fn allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// The stable reason code (`granted`, `denied_by_rule`, `no_grant`, ...).
+    #[getter]
+    fn reason(&self) -> &'static str {
+        self.reason.as_str()
+    }
+
+    /// The numeric reason code (index into `charter.REASONS`).
+    #[getter]
+    fn reason_code(&self) -> u8 {
+        self.reason.code()
+    }
+
+    /// The policy entry that decided, e.g. `roles.analyst.deny[0]`, or None.
+    #[getter]
+    fn rule(&self) -> Option<&str> {
+        self.rule_path()
+    }
+
+    /// Content hash of the policy the decision was made under.
+    #[getter]
+    fn policy_version(&self) -> &str {
+        self.snapshot.version()
+    }
+
+    /// A sentence explaining the reason code.
+    #[getter]
+    fn why(&self) -> &'static str {
+        self.reason.describe()
+    }
+
+    fn __bool__(&self) -> bool {
+        self.allowed
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Decision(allowed={}, reason='{}', rule={}, policy_version='{}')",
+            if self.allowed { "True" } else { "False" },
+            self.reason.as_str(),
+            py_opt(self.rule_path()),
+            self.snapshot.version()
+        )
+    }
+
+    /// The decision as a plain dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("allowed", self.allowed)?;
+        d.set_item("reason", self.reason.as_str())?;
+        d.set_item("rule", self.rule_path())?;
+        d.set_item("policy_version", self.snapshot.version())?;
+        Ok(d)
+    }
+}
+
+/// A registered agent.
+#[pyclass(frozen, module = "charter._core", get_all)]
+pub struct Agent {
+    /// Stable id.
+    pub(crate) id: String,
+    /// Handle for fast checks.
+    pub(crate) handle: u64,
+    /// Template name.
+    pub(crate) template: String,
+    /// Direct delegator (principal or agent id).
+    pub(crate) on_behalf_of: Option<String>,
+    /// Principal at the root of the chain.
+    pub(crate) principal: Option<String>,
+    /// Position in the delegation chain.
+    pub(crate) depth: u32,
+    /// Unix seconds.
+    pub(crate) created_at: f64,
+    /// Unix seconds, or None.
+    pub(crate) expires_at: Option<f64>,
+    /// `active`, `expired`, `revoked`, `delegator_revoked`, `principal_removed`.
+    pub(crate) state: &'static str,
+}
+
+impl From<AgentInfo> for Agent {
+    fn from(a: AgentInfo) -> Agent {
+        Agent {
+            id: a.id,
+            handle: a.handle,
+            template: a.template,
+            on_behalf_of: a.on_behalf_of,
+            principal: a.principal,
+            depth: a.depth,
+            created_at: a.created_at_ns as f64 / 1e9,
+            expires_at: a.expires_at_ns.map(|t| t as f64 / 1e9),
+            state: a.state,
+        }
+    }
+}
+
+#[pymethods]
+impl Agent {
+    fn __repr__(&self) -> String {
+        format!(
+            "Agent(id='{}', handle={}, template='{}', on_behalf_of={}, state='{}')",
+            self.id,
+            self.handle,
+            self.template,
+            py_opt(self.on_behalf_of.as_deref()),
+            self.state
+        )
+    }
+
+    fn __int__(&self) -> u64 {
+        self.handle
+    }
+}
+
+/// A clock that moves only when told to, for tests and simulations.
+#[pyclass(frozen, module = "charter._core")]
+pub struct ManualClock {
+    pub(crate) inner: Arc<charter_core::ManualClock>,
+}
+
+#[pymethods]
+impl ManualClock {
+    /// A clock at `start` Unix seconds (default: now).
+    #[new]
+    #[pyo3(signature = (start=None))]
+    fn new(start: Option<f64>) -> Self {
+        let ns = match start {
+            Some(s) if s.is_finite() && s >= 0.0 => (s * 1e9) as u64,
+            _ => charter_core::clock::Clock::now_ns(&charter_core::SystemClock),
+        };
+        ManualClock {
+            inner: Arc::new(charter_core::ManualClock::new(ns)),
+        }
+    }
+
+    /// Move forward by `seconds` (negative values are ignored).
+    fn advance(&self, seconds: f64) {
+        if seconds.is_finite() && seconds > 0.0 {
+            self.inner.advance((seconds * 1e9) as u64);
+        }
+    }
+
+    /// Set the time to `seconds` since the Unix epoch.
+    fn set(&self, seconds: f64) {
+        if seconds.is_finite() && seconds >= 0.0 {
+            self.inner.set((seconds * 1e9) as u64);
+        }
+    }
+
+    /// The current time in Unix seconds.
+    fn now(&self) -> f64 {
+        charter_core::clock::Clock::now_ns(&*self.inner) as f64 / 1e9
+    }
+
+    /// The current time in Unix nanoseconds.
+    #[getter]
+    fn now_ns(&self) -> u64 {
+        charter_core::clock::Clock::now_ns(&*self.inner)
+    }
+}
