@@ -1,9 +1,9 @@
 """Charter: authorization and governance for AI agents.
 
-    >>> import charter
-    >>> engine = charter.Engine.example()
-    >>> bool(engine.check("user:alice", "crm:read", "customers/42"))
-    True
+>>> import charter
+>>> engine = charter.Engine.example()
+>>> bool(engine.check("user:alice", "crm:read", "customers/42"))
+True
 """
 
 from charter._core import BUILD_PROFILE, REASONS, Agent, Decision, ManualClock

@@ -35,12 +35,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
     decision = engine.check(subject, args.action, args.resource)
     who = f"{args.agent_template} agent for {args.principal}" if args.agent_template else args.principal
     if args.json:
-        print(json.dumps({"principal": who, "action": args.action, "resource": args.resource, **decision.to_dict()}))
+        print(
+            json.dumps(
+                {"principal": who, "action": args.action, "resource": args.resource, **decision.to_dict()}
+            )
+        )
     else:
         verdict = "ALLOW" if decision else "DENY"
         on = f" on {args.resource}" if args.resource else ""
         rule = f" [{decision.rule}]" if decision.rule else ""
-        print(f"{verdict} {who} {args.action}{on}: {decision.reason}{rule} (policy {decision.policy_version})")
+        print(
+            f"{verdict} {who} {args.action}{on}: {decision.reason}{rule} (policy {decision.policy_version})"
+        )
     return EXIT_ALLOWED if decision else EXIT_DENIED
 
 
@@ -72,7 +78,9 @@ def _request_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="charter", description="Authorization and governance for AI agents.")
+    parser = argparse.ArgumentParser(
+        prog="charter", description="Authorization and governance for AI agents."
+    )
     parser.add_argument("--version", action="version", version=f"charter {_core.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -24,7 +24,9 @@ Principal = int | str | _core.Agent
 """Who asks: an agent handle, an `Agent`, an agent id or a principal id."""
 
 
-def _compile(cls: type[Engine], doc: policy.Policy, source: str | None, clock: _core.ManualClock | None) -> Engine:
+def _compile(
+    cls: type[Engine], doc: policy.Policy, source: str | None, clock: _core.ManualClock | None
+) -> Engine:
     try:
         return cls(policy.to_core_json(doc), clock)
     except PolicyError as err:

@@ -55,7 +55,7 @@ class InternalError(CharterError, RuntimeError):
     """The engine failed internally; no decision was returned (treat as deny)."""
 
 
-class PermissionDenied(CharterError):
+class PermissionDenied(CharterError):  # noqa: N818 (a name in the public contract)
     """Raised by `Engine.require` when a request is denied; carries the `Decision`."""
 
     def __init__(self, decision: Decision, action: str, principal: object) -> None:

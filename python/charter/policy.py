@@ -93,7 +93,9 @@ def parse_duration(value: Duration, path: str) -> float:
     return seconds
 
 
-def _from_validation_error(err: msgspec.ValidationError | msgspec.DecodeError, source: str | None) -> PolicyError:
+def _from_validation_error(
+    err: msgspec.ValidationError | msgspec.DecodeError, source: str | None
+) -> PolicyError:
     text = str(err)
     m = _AT_PATH.match(text)
     if m is None:

@@ -582,11 +582,15 @@ impl Engine {
         Ok(self.retire_tree(&mut w, slot, state::REVOKED, state::DELEGATOR_REVOKED))
     }
 
-    /// Retire `root` (to `root_state`) and its live descendants (to `child_state`).
+    /// Retire `root` (to `root_state`) and its descendants (to `child_state`);
+    /// returns how many of them were live. Agents already past their expiry
+    /// are retired as expired and not counted, so their tombstones keep the
+    /// true reason.
     fn retire_tree(&self, w: &mut Writer, root: u32, root_state: u8, child_state: u8) -> usize {
         if self.slots.state_of(root) != state::ACTIVE {
             return 0;
         }
+        let now = self.clock.now_ns();
         unlink(w, root);
         let mut count = 0;
         let mut stack = vec![(root, root_state)];
@@ -594,8 +598,12 @@ impl Engine {
             if self.slots.state_of(s) != state::ACTIVE {
                 continue;
             }
-            self.slots.retire(s, to);
-            count += 1;
+            if self.slots.expires_at(s) <= now {
+                self.slots.retire(s, state::EXPIRED);
+            } else {
+                self.slots.retire(s, to);
+                count += 1;
+            }
             w.live -= 1;
             w.free.push_back(s);
             let mut c = w.metas.get(s as usize).map_or(NONE, |m| m.first_child);
@@ -610,15 +618,18 @@ impl Engine {
         count
     }
 
-    /// Retire every agent whose lifetime is over; returns how many.
+    /// Retire every agent whose lifetime is over, freeing its slot; returns how many.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now_ns();
         let mut w = self.writer.lock();
         let mut count = 0;
         for slot in 0..w.next_slot {
             if self.slots.state_of(slot) == state::ACTIVE && self.slots.expires_at(slot) <= now {
-                // Descendants never outlive their delegator, so they are expired too.
-                count += self.retire_tree(&mut w, slot, state::EXPIRED, state::EXPIRED);
+                // Descendants never outlive their delegator, so the whole
+                // subtree is expired; `retire_tree` counts live agents only.
+                let before = w.live;
+                self.retire_tree(&mut w, slot, state::EXPIRED, state::EXPIRED);
+                count += before - w.live;
             }
         }
         count

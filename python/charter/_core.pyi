@@ -1,0 +1,144 @@
+"""Type stubs and API documentation for the compiled module `charter._core`.
+
+Everything here is implemented in Rust (`rust/charter-py`, over the
+`charter-core` crate). Python code should use `charter.Engine`, which
+subclasses `Engine` below and adds policy loading and conveniences.
+"""
+
+from typing import Any, final
+
+import numpy as np
+import numpy.typing as npt
+from typing_extensions import disjoint_base
+
+__all__ = ["BUILD_PROFILE", "REASONS", "Agent", "Decision", "Engine", "ManualClock", "__version__"]
+
+__version__: str
+BUILD_PROFILE: str
+"""`"release"` or `"debug"`: which profile built this module (benchmarks report it)."""
+REASONS: list[str]
+"""Reason codes by number: `REASONS[decision.reason_code] == decision.reason`."""
+
+@final
+class Decision:
+    """The answer to one request; `bool(decision)` is `decision.allowed`.
+
+    A denial is a `Decision`, never an exception: `reason` says why, `rule`
+    names the policy entry that decided (if one did).
+    """
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def reason(self) -> str:
+        """Stable code: `granted`, `denied_by_rule`, `no_grant`, `delegator_denied`, `unknown_action`, ..."""
+    @property
+    def reason_code(self) -> int:
+        """Index of `reason` in `REASONS`."""
+    @property
+    def rule(self) -> str | None:
+        """Where the deciding entry is written, e.g. `roles.analyst.deny[0]`."""
+    @property
+    def policy_version(self) -> str:
+        """Content hash of the policy the decision was made under."""
+    @property
+    def why(self) -> str:
+        """The reason as a sentence."""
+    def __bool__(self) -> bool: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Agent:
+    """A registered agent identity."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def handle(self) -> int:
+        """Opaque handle for fast checks; stale handles never reach another agent."""
+    @property
+    def template(self) -> str: ...
+    @property
+    def on_behalf_of(self) -> str | None:
+        """The direct delegator: a principal id or a parent agent id."""
+    @property
+    def principal(self) -> str | None:
+        """The principal at the root of the delegation chain."""
+    @property
+    def depth(self) -> int:
+        """1 for an agent acting for a principal (or for nobody); parent's depth + 1 for a sub-agent."""
+    @property
+    def created_at(self) -> float: ...
+    @property
+    def expires_at(self) -> float | None:
+        """Unix seconds, or None if the agent never expires."""
+    @property
+    def state(self) -> str:
+        """`active`, `expired`, `revoked`, `delegator_revoked` or `principal_removed`."""
+    def __int__(self) -> int: ...
+
+@final
+class ManualClock:
+    """A clock that moves only when told to; pass it as `clock=` to drive expiry in tests."""
+
+    def __new__(cls, start: float | None = None) -> ManualClock: ...
+    def advance(self, seconds: float) -> None: ...
+    def set(self, seconds: float) -> None: ...
+    def now(self) -> float: ...
+    @property
+    def now_ns(self) -> int: ...
+
+@disjoint_base
+class Engine:
+    """The compiled engine. Construct through `charter.Engine.from_file` and friends."""
+
+    def __new__(cls, policy_json: bytes, clock: ManualClock | None = None) -> Engine: ...
+    def check(
+        self,
+        principal: int | str | Agent,
+        action: str | int,
+        resource: str | None = None,
+        context: Any = None,
+    ) -> Decision:
+        """Decide one request. Malformed arguments are a denial (`malformed_request`), never an exception."""
+    def _check_batch(
+        self,
+        handles: npt.NDArray[np.uint64],
+        actions: npt.NDArray[np.uint32],
+        resources: list[str | None] | None,
+        with_reasons: bool,
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8] | None]: ...
+    def action_id(self, name: str) -> int:
+        """The id of a declared action; raises `charter.UnknownActionError`."""
+    @property
+    def actions(self) -> list[str]: ...
+    @property
+    def policy_version(self) -> str: ...
+    def provision(
+        self,
+        template: str,
+        *,
+        on_behalf_of: int | str | Agent | None = None,
+        ttl: float | None = None,
+        agent_id: str | None = None,
+    ) -> Agent:
+        """Register an agent of `template` acting for a principal, a parent agent, or nobody.
+
+        `ttl` (seconds) defaults to the template's and may not exceed its
+        `max_ttl`; the agent never outlives its parent agent. Raises
+        `charter.ProvisionError` or `charter.UnknownSubjectError`.
+        """
+    def deprovision(self, agent: int | str | Agent) -> int:
+        """Retire an agent and every agent acting for it; returns how many were retired."""
+    def agent(self, agent: int | str | Agent) -> Agent: ...
+    def sweep(self) -> int:
+        """Retire every agent whose lifetime is over; returns how many."""
+    def _reload(self, policy_json: bytes) -> tuple[str, str]: ...
+    def _upsert_principal(self, id: str, roles: list[str], attributes_json: bytes) -> None: ...
+    def remove_principal(self, id: str) -> int:
+        """Remove a principal and retire every agent acting for it; returns how many."""
+    def _explain_json(
+        self, principal: int | str | Agent, action: str | int, resource: str | None = None
+    ) -> str: ...
+    def stats(self) -> dict[str, Any]:
+        """`agents`, `slots`, `chains`, `policy_version`, `registry_bytes`."""
