@@ -134,11 +134,31 @@ class Engine(_core.Engine):
 
 
 def _columns(handles: npt.ArrayLike, actions: npt.ArrayLike) -> tuple[Any, Any]:
-    h = np.ascontiguousarray(handles, dtype=np.uint64)
-    a = np.ascontiguousarray(actions, dtype=np.uint32)
-    if h.ndim != 1 or a.ndim != 1:
-        raise _invalid("handles and actions must be one-dimensional")
-    return h, a
+    return _unsigned(handles, np.uint64, "handles"), _unsigned(actions, np.uint32, "actions")
+
+
+def _unsigned(values: npt.ArrayLike, dtype: type[np.unsignedinteger[Any]], name: str) -> Any:
+    """A contiguous 1-D array of `dtype`, refusing what would not convert exactly.
+
+    numpy would wrap -1 to 2**64-1 or truncate 2.5 to 2 without a word; an
+    id that silently becomes another id is how a check goes wrong.
+    """
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError) as err:
+        raise _invalid(f"{name} must be a 1-D array of integers: {err}") from None
+    # asarray first: ascontiguousarray would silently turn a scalar into shape (1,).
+    if arr.ndim != 1:
+        raise _invalid(f"{name} must be one-dimensional, got {arr.ndim} dimensions")
+    if arr.size == 0:
+        return np.zeros(0, dtype=dtype)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise _invalid(f"{name} must be integers, got {arr.dtype}")
+    if arr.dtype != dtype:
+        limit = np.iinfo(dtype).max
+        if int(arr.min()) < 0 or int(arr.max()) > limit:
+            raise _invalid(f"{name} must be between 0 and {limit}")
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def _resources(resources: Sequence[str | None] | None) -> list[str | None] | None:

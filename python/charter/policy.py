@@ -8,12 +8,13 @@ path. Either way the caller gets one `PolicyError`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -21,6 +22,9 @@ from charter.errors import PolicyError
 
 MAX_POLICY_BYTES = 16 * 1024 * 1024
 """Larger documents are refused before parsing."""
+
+MAX_DURATION_SECONDS = 10 * 365 * 86400.0
+"""The longest `ttl`/`max_ttl` a template may declare."""
 
 Duration = int | float | str
 """Seconds as a number, or a string such as `"90s"`, `"15m"`, `"12h"`, `"7d"`."""
@@ -52,7 +56,7 @@ class Template(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     roles: list[str] = []
     ttl: Duration | None = None
     max_ttl: Duration | None = None
-    max_delegation_depth: int | None = None
+    max_delegation_depth: Annotated[int, msgspec.Meta(ge=1, le=32)] | None = None
     quota: str | None = None
     description: str | None = None
 
@@ -88,29 +92,54 @@ def parse_duration(value: Duration, path: str) -> float:
                 f"`{value}` is not a duration (write seconds, or e.g. `90s`, `15m`, `12h`, `7d`)", path=path
             )
         seconds = float(m["n"]) * _UNITS[m["unit"]]
-    if not seconds > 0:
-        raise PolicyError(f"a duration must be positive, got `{value}`", path=path)
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_DURATION_SECONDS):
+        raise PolicyError(f"a duration must be positive and at most 10 years, got `{value}`", path=path)
     return seconds
 
 
-def _from_validation_error(
-    err: msgspec.ValidationError | msgspec.DecodeError, source: str | None
-) -> PolicyError:
-    text = str(err)
-    m = _AT_PATH.match(text)
-    if m is None:
-        return PolicyError(text, source=source)
-    path = m["path"].lstrip(".") or None
-    message = m["msg"]
-    message = message[0].lower() + message[1:] if message else message
-    return PolicyError(message, path=path, source=source)
+class _Document(msgspec.Struct, forbid_unknown_fields=True):
+    """The top level, with each map's values left for `_section` to convert.
+
+    msgspec reports a dict value's location as `[...]`, not by key, so every
+    keyed section is converted entry by entry to name its path exactly.
+    """
+
+    actions: list[str] = []
+    resources: dict[str, Any] = {}
+    roles: dict[str, Any] = {}
+    principals: dict[str, Any] = {}
+    templates: dict[str, Any] = {}
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def key(name: str) -> str:
+    """A map key as it appears in a path: bare if TOML allows, quoted otherwise (as the compiler does)."""
+    return name if _BARE_KEY.match(name) else msgspec.json.encode(name).decode()
+
+
+def _convert(value: Any, into: Any, path: str, source: str | None) -> Any:
+    try:
+        return msgspec.convert(value, into, strict=True)
+    except msgspec.ValidationError as err:
+        text = str(err)
+        m = _AT_PATH.match(text)
+        message, inner = (m["msg"], m["path"]) if m else (text, "")
+        message = message[:1].lower() + message[1:]
+        full = (path + inner).lstrip(".") or None
+        raise PolicyError(message, path=full, source=source) from None
+
+
+def _section(data: dict[str, Any], into: Any, name: str, source: str | None) -> dict[str, Any]:
+    return {k: _convert(v, into, f"{name}.{key(k)}", source) for k, v in data.items()}
 
 
 def _normalise(policy: Policy) -> Policy:
     """Durations to seconds, so the compiler sees one representation."""
     templates = {}
     for name, t in policy.templates.items():
-        base = f"templates.{name}"
+        base = f"templates.{key(name)}"
         templates[name] = msgspec.structs.replace(
             t,
             ttl=None if t.ttl is None else parse_duration(t.ttl, f"{base}.ttl"),
@@ -123,10 +152,14 @@ def from_dict(data: Mapping[str, Any], *, source: str | None = None) -> Policy:
     """Validate a policy given as a dict (the TOML/JSON structure)."""
     if not isinstance(data, Mapping):
         raise PolicyError(f"a policy is a table/object, got {type(data).__name__}", source=source)
-    try:
-        policy = msgspec.convert(data, Policy, strict=True)
-    except msgspec.ValidationError as err:
-        raise _from_validation_error(err, source) from None
+    doc: _Document = _convert(dict(data), _Document, "", source)
+    policy = Policy(
+        actions=doc.actions,
+        resources=_section(doc.resources, list[str], "resources", source),
+        roles=_section(doc.roles, Role, "roles", source),
+        principals=_section(doc.principals, Principal, "principals", source),
+        templates=_section(doc.templates, Template, "templates", source),
+    )
     try:
         return _normalise(policy)
     except PolicyError as err:
@@ -136,7 +169,7 @@ def from_dict(data: Mapping[str, Any], *, source: str | None = None) -> Policy:
 
 def from_toml(text: str, *, source: str | None = None) -> Policy:
     """Parse and validate a TOML policy."""
-    if len(text) > MAX_POLICY_BYTES:
+    if len(text) > MAX_POLICY_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
         raise PolicyError(f"the policy is larger than {MAX_POLICY_BYTES} bytes", source=source)
     try:
         data = tomllib.loads(text)
@@ -151,7 +184,7 @@ def from_json(raw: bytes | str, *, source: str | None = None) -> Policy:
         raise PolicyError(f"the policy is larger than {MAX_POLICY_BYTES} bytes", source=source)
     try:
         data = msgspec.json.decode(raw)
-    except msgspec.DecodeError as err:
+    except (msgspec.DecodeError, UnicodeDecodeError) as err:
         raise PolicyError(f"invalid JSON: {err}", source=source) from None
     return from_dict(data, source=source)
 
@@ -187,9 +220,18 @@ def load(source: PolicySource) -> tuple[Policy, str | None]:
     raise PolicyError(f"cannot load a policy from {type(source).__name__}")
 
 
+def _encode_subclasses(obj: Any) -> Any:
+    # Validation accepts subclasses of str/int/float (numpy.str_, enum members);
+    # the wire format wants the plain values.
+    for base in (str, bool, int, float):
+        if isinstance(obj, base):
+            return base(obj)
+    raise PolicyError(f"cannot encode a value of type {type(obj).__name__} in a policy")
+
+
 def to_core_json(policy: Policy) -> bytes:
     """The canonical JSON the Rust compiler reads (sorted keys, so the version hash is stable)."""
-    return msgspec.json.encode(policy, order="sorted")
+    return msgspec.json.encode(policy, order="sorted", enc_hook=_encode_subclasses)
 
 
 def example_path() -> Path:

@@ -96,6 +96,11 @@ impl ActionSet {
         })
     }
 
+    /// The raw words (bit `a % 64` of word `a / 64`).
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
         self.words.len() * 8

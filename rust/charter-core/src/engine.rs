@@ -11,7 +11,7 @@ use crate::policy::{
 };
 use crate::reason::Reason;
 use crate::registry::{make_handle, split_handle, state, Slots, NEVER};
-use crate::snapshot::{ChainKey, Chains, RightsCache, Snapshot, NO_CHAIN};
+use crate::snapshot::{ChainKey, Chains, Fast, RightsCache, Snapshot, NO_CHAIN};
 use arc_swap::ArcSwap;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::{Mutex, RwLock};
@@ -298,6 +298,12 @@ impl Engine {
             Err(why) => return Ok((why, None)),
         };
         let policy = &*snap.policy;
+        let rights = snap.rights(chain).ok_or(Missing)?;
+        // An identity the current policy no longer supports (template gone,
+        // principal removed, chain too deep) is reported before the request.
+        if let Some(problem) = rights.problem {
+            return Ok((problem, None));
+        }
         let a = match action {
             Action::Id(a) if (a as usize) < policy.action_count() => a,
             Action::Name(n) => match policy.action_id(n) {
@@ -311,7 +317,6 @@ impl Engine {
                 return Ok((Reason::InvalidResource, None));
             }
         }
-        let rights = snap.rights(chain).ok_or(Missing)?;
         let v = rights.decide(policy, a, resource);
         Ok((v.reason, v.rule))
     }
@@ -356,25 +361,65 @@ impl Engine {
         }
         let now = self.clock.now_ns();
         let mut snap = self.snapshot.load_full();
-        for i in 0..n {
-            let resource = resources.and_then(|r| r.get(i).copied().flatten());
-            let (h, a) = (handles[i], actions[i]);
-            let reason = loop {
-                match batch_one(&snap, &self.slots, h, a, resource, now, reasons.is_some()) {
-                    Some(r) => break r,
-                    None => {
-                        let fresh = self.snapshot.load_full();
-                        if Arc::ptr_eq(&fresh, &snap) {
-                            break Reason::InternalError;
-                        }
-                        snap = fresh;
-                    }
-                }
-            };
-            allowed[i] = reason == Reason::Granted;
-            if let Some(out) = reasons.as_deref_mut() {
-                out[i] = reason.code();
+        // Two passes per block: first every agent's slot, then every chain's
+        // bitset word. Within a pass the loads are independent, so their
+        // cache misses overlap instead of forming one dependent chain per
+        // request.
+        let mut chains = [Ok(0u32); BATCH_BLOCK];
+        let mut start = 0;
+        while start < n {
+            let end = (start + BATCH_BLOCK).min(n);
+            for (slot, h) in chains.iter_mut().zip(&handles[start..end]) {
+                *slot = self.slots.resolve(*h, now).map(|l| l.chain);
             }
+            if resources.is_none() && reasons.is_none() {
+                // The common case, decided by one bit: no per-request branch
+                // on the answer.
+                let n_actions = snap.policy.action_count();
+                let mut rest = start;
+                for (j, chain) in chains.iter().enumerate().take(end - start) {
+                    let (i, a) = (start + j, actions[start + j]);
+                    let fast = match *chain {
+                        Ok(c) if (a as usize) < n_actions => snap.fast_no_resource(c, a),
+                        _ => Some(false),
+                    };
+                    match fast {
+                        Some(ok) => allowed[i] = ok,
+                        None => break, // a chain newer than `snap`: the general loop takes over
+                    }
+                    rest = i + 1;
+                }
+                if rest == end {
+                    start = end;
+                    continue;
+                }
+            }
+            for (j, chain) in chains.iter().enumerate().take(end - start) {
+                let i = start + j;
+                let resource = resources.and_then(|r| r.get(i).copied().flatten());
+                let a = actions[i];
+                let reason = loop {
+                    let decided = match *chain {
+                        Ok(c) => batch_one(&snap, c, a, resource, reasons.is_some()),
+                        Err(why) => Some(why),
+                    };
+                    match decided {
+                        Some(r) => break r,
+                        None => {
+                            let fresh = self.snapshot.load_full();
+                            if Arc::ptr_eq(&fresh, &snap) {
+                                break Reason::InternalError;
+                            }
+                            snap = fresh;
+                        }
+                    }
+                };
+                allowed[i] = reason == Reason::Granted;
+                if let Some(out) = reasons.as_deref_mut() {
+                    out[i] = reason.code();
+                }
+            }
+            start = end;
         }
         Ok(())
     }
@@ -406,7 +451,7 @@ impl Engine {
             Some(s) => self.delegator(w, &snap, s, now)?,
         };
         let tid = w.chains.templates.intern(template);
-        let (chain, new_chain) = w.chains.intern(ChainKey::Agent {
+        let (chain, _) = w.chains.intern(ChainKey::Agent {
             parent: parent_chain,
             template: tid,
         });
@@ -451,9 +496,9 @@ impl Engine {
                 format!("agt_{}{:x}", w.prefix, w.seq)
             }
         };
-        if new_chain {
-            w.cache.ensure(&snap, &w.chains, chain);
-        }
+        // Also when the chain is not new: an earlier provision may have
+        // interned it and then been refused before computing its rights.
+        w.cache.ensure(&snap, &w.chains, chain);
         let slot = self.allocate_slot(w)?;
         let handle = self
             .slots
@@ -775,39 +820,44 @@ impl Engine {
 /// A chain the snapshot does not know yet (created after it was loaded).
 struct Missing;
 
-/// One batch element; `None` when `snap` predates the agent's chain.
+/// Requests per block of the batch loop (see `check_batch`).
+const BATCH_BLOCK: usize = 64;
+
+/// One batch element whose agent resolved to `chain`; `None` when `snap`
+/// predates the chain.
 #[inline(always)]
 fn batch_one(
     snap: &Snapshot,
-    slots: &Slots,
-    h: u64,
+    chain: u32,
     a: u32,
     resource: Option<&str>,
-    now: u64,
     want_reason: bool,
 ) -> Option<Reason> {
-    let chain = match slots.resolve(h, now) {
-        Ok(l) => l.chain,
-        Err(why) => return Some(why),
-    };
     let policy = &*snap.policy;
-    if a as usize >= policy.action_count() {
-        return Some(Reason::UnknownAction);
-    }
-    if let Some(r) = resource {
-        if validate_resource(r).is_err() {
-            return Some(Reason::InvalidResource);
-        }
-    }
-    let rights = snap.rights(chain)?;
-    Some(if want_reason {
-        rights.reason(policy, a, resource)
-    } else if rights.allows(policy, a, resource) {
-        Reason::Granted
+    let malformed = if a as usize >= policy.action_count() {
+        Some(Reason::UnknownAction)
     } else {
+        resource.and_then(|r| validate_resource(r).err().map(|_| Reason::InvalidResource))
+    };
+    if let Some(why) = malformed {
+        // Same precedence as `check`: the identity's own problem first.
+        return Some(snap.rights(chain)?.problem.unwrap_or(why));
+    }
+    match snap.fast(chain, a, resource.is_some()) {
+        Fast::Allow => Some(Reason::Granted),
+        Fast::Missing => None,
         // Only the boolean is reported; any non-granted code will do.
-        Reason::NoGrant
-    })
+        Fast::Deny if !want_reason => Some(Reason::NoGrant),
+        Fast::Evaluate if !want_reason => {
+            let allowed = snap.rights(chain)?.allows(policy, a, resource);
+            Some(if allowed {
+                Reason::Granted
+            } else {
+                Reason::NoGrant
+            })
+        }
+        Fast::Deny | Fast::Evaluate => Some(snap.rights(chain)?.reason(policy, a, resource)),
+    }
 }
 
 /// Rebuild the snapshot for `policy`: effective principals, then the rights

@@ -392,6 +392,21 @@ impl Rights {
         }
     }
 
+    /// The bitsets the batch fast path reads, word by word: allowed with a
+    /// resource, allowed without one, and decided-denied (any reason).
+    pub fn fast_words(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        let w = self.allow.words().iter();
+        let n = self.allow_no_resource.words().iter();
+        let d = self
+            .deny_rule
+            .words()
+            .iter()
+            .zip(self.no_grant.words())
+            .zip(self.delegator_denied.words())
+            .map(|((a, b), c)| a | b | c);
+        w.zip(n).zip(d).map(|((a, n), d)| (*a, *n, d))
+    }
+
     /// Bytes used by the chain's own bitsets (levels are shared).
     pub fn heap_bytes(&self) -> usize {
         self.allow.heap_bytes() * 5 + self.levels.len() * 8
