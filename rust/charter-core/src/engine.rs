@@ -485,9 +485,17 @@ impl Engine {
                         "`{id}` is not a valid agent id (1-256 printable characters, no spaces)"
                     ))
                 })?;
-                let index = self.index.read();
-                if index.find(id).is_some() || index.principals.contains_key(id) {
-                    return Err(Error::Provision(format!("id `{id}` is already in use")));
+                let mut index = self.index.write();
+                if index.principals.contains_key(id) {
+                    return Err(Error::Provision(format!("id `{id}` is a principal's id")));
+                }
+                if let Some(old) = index.find(id) {
+                    if self.slots.state_of(old) == state::ACTIVE {
+                        return Err(Error::Provision(format!("id `{id}` is already in use")));
+                    }
+                    // A retired agent's id may be taken again; its old handle
+                    // keeps answering with the retired agent's reason.
+                    index.remove(old);
                 }
                 id.to_string()
             }

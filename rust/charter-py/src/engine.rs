@@ -7,7 +7,7 @@ use crate::types::{Agent, Decision, ManualClock};
 use charter_core::{Action, Reason, Subject};
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyString};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -32,29 +32,37 @@ fn parse_spec(py: Python<'_>, policy_json: &[u8]) -> PyResult<charter_core::Poli
     })
 }
 
-/// A subject from a Python value: an int handle or a str id.
+/// A subject from a Python value: an int handle (also a numpy integer), an
+/// `Agent`, or a str id. `True`/`False` are not handles.
 fn subject<'a>(obj: &'a Bound<'_, PyAny>) -> Option<Subject<'a>> {
     if let Ok(s) = obj.cast::<PyString>() {
         return s.to_str().ok().map(Subject::Id);
     }
-    if let Ok(i) = obj.cast::<PyInt>() {
-        return i.extract::<u64>().ok().map(Subject::Handle);
-    }
     if let Ok(a) = obj.cast::<Agent>() {
         return Some(Subject::Handle(a.get().handle));
     }
-    None
+    integer(obj).map(Subject::Handle)
 }
 
 fn action<'a>(obj: &'a Bound<'_, PyAny>) -> Option<Action<'a>> {
     if let Ok(s) = obj.cast::<PyString>() {
         return s.to_str().ok().map(Action::Name);
     }
-    obj.cast::<PyInt>()
-        .ok()?
-        .extract::<u32>()
-        .ok()
+    integer(obj)
+        .and_then(|i| u32::try_from(i).ok())
         .map(Action::Id)
+}
+
+/// An exact non-negative integer: a Python int or anything with `__index__`
+/// (numpy integers), but not a bool and not a float.
+fn integer(obj: &Bound<'_, PyAny>) -> Option<u64> {
+    if let Ok(i) = obj.cast_exact::<PyInt>() {
+        return i.extract::<u64>().ok();
+    }
+    if obj.is_instance_of::<PyBool>() || obj.is_instance_of::<PyFloat>() {
+        return None;
+    }
+    obj.extract::<u64>().ok()
 }
 
 fn required_subject<'a>(py: Python<'_>, obj: &'a Bound<'_, PyAny>) -> PyResult<Subject<'a>> {
