@@ -11,7 +11,8 @@ fn py_opt(s: Option<&str>) -> String {
 }
 
 /// The answer to one request; `bool(decision)` is `decision.allowed`.
-#[pyclass(frozen, module = "charter._core")]
+// A free list saves an allocation per `check` in tight loops.
+#[pyclass(frozen, freelist = 256, module = "charter._core")]
 pub struct Decision {
     pub(crate) allowed: bool,
     pub(crate) reason: Reason,
