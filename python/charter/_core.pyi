@@ -5,6 +5,7 @@ Everything here is implemented in Rust (`rust/charter-py`, over the
 subclasses `Engine` below and adds policy loading and conveniences.
 """
 
+from collections.abc import Sequence
 from typing import Any, final
 
 import numpy as np
@@ -105,7 +106,7 @@ class Engine:
         self,
         handles: npt.NDArray[np.uint64],
         actions: npt.NDArray[np.uint32],
-        resources: list[str | None] | None,
+        resources: Sequence[str | None] | None,
         with_reasons: bool,
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8] | None]: ...
     def action_id(self, name: str) -> int:

@@ -94,7 +94,7 @@ class Engine(_core.Engine):
         `handles` are agent handles, `actions` action ids from `action_id`;
         `resources[i]` is a resource name or None.
         """
-        allowed, _ = self._check_batch(*_columns(handles, actions), _resources(resources), False)
+        allowed, _ = self._check_batch(*_columns(handles, actions), resources, False)
         return allowed
 
     def check_batch_reasons(
@@ -104,7 +104,7 @@ class Engine(_core.Engine):
         resources: Sequence[str | None] | None = None,
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
         """Like `check_batch`, plus each decision's reason code (index into `charter.REASONS`)."""
-        allowed, reasons = self._check_batch(*_columns(handles, actions), _resources(resources), True)
+        allowed, reasons = self._check_batch(*_columns(handles, actions), resources, True)
         assert reasons is not None
         return allowed, reasons
 
@@ -159,15 +159,6 @@ def _unsigned(values: npt.ArrayLike, dtype: type[np.unsignedinteger[Any]], name:
         if int(arr.min()) < 0 or int(arr.max()) > limit:
             raise _invalid(f"{name} must be between 0 and {limit}")
     return np.ascontiguousarray(arr, dtype=dtype)
-
-
-def _resources(resources: Sequence[str | None] | None) -> list[str | None] | None:
-    if resources is None:
-        return None
-    out = list(resources)
-    if not all(r is None or isinstance(r, str) for r in out):
-        raise _invalid("resources must be strings or None")
-    return out
 
 
 def _invalid(message: str) -> Exception:

@@ -133,15 +133,42 @@ impl Engine {
         py: Python<'py>,
         handles: PyReadonlyArray1<'py, u64>,
         actions: PyReadonlyArray1<'py, u32>,
-        resources: Option<Vec<Option<String>>>,
+        resources: Option<&Bound<'py, PyAny>>,
         with_reasons: bool,
     ) -> PyResult<BatchOut<'py>> {
         let hs = handles.as_slice()?;
         let acts = actions.as_slice()?;
         let n = hs.len();
-        let res: Option<Vec<Option<&str>>> = resources
-            .as_ref()
-            .map(|v| v.iter().map(|r| r.as_deref()).collect());
+        // Borrow each name's UTF-8 in place: `owners` holds a reference to
+        // every string, so the borrowed slices stay valid (and immutable)
+        // while the GIL is released, whatever other threads do to the list.
+        let mut owners: Vec<Bound<'py, PyString>> = Vec::new();
+        let mut present: Vec<bool> = Vec::new();
+        if let Some(seq) = resources.filter(|r| !r.is_none()) {
+            let items = seq.try_iter().map_err(|_| not_names(py))?;
+            for item in items {
+                let item = item?;
+                if item.is_none() {
+                    present.push(false);
+                } else {
+                    owners.push(item.cast_into::<PyString>().map_err(|_| not_names(py))?);
+                    present.push(true);
+                }
+            }
+        }
+        let res: Option<Vec<Option<&str>>> = if resources.is_some_and(|r| !r.is_none()) {
+            let mut names = owners.iter();
+            let mut out = Vec::with_capacity(present.len());
+            for &p in &present {
+                out.push(match p.then(|| names.next()).flatten() {
+                    Some(s) => Some(s.to_str()?),
+                    None => None,
+                });
+            }
+            Some(out)
+        } else {
+            None
+        };
         let mut allowed = vec![false; n];
         let mut reasons = with_reasons.then(|| vec![0u8; n]);
         let engine = &self.inner;
@@ -319,6 +346,15 @@ impl Engine {
         d.set_item("registry_bytes", s.registry_bytes)?;
         Ok(d)
     }
+}
+
+/// The error for a `resources` argument that is not a sequence of str/None.
+#[cold]
+fn not_names(py: Python<'_>) -> PyErr {
+    errors::to_py(
+        py,
+        charter_core::Error::InvalidArgument("resources must be a sequence of str or None".into()),
+    )
 }
 
 impl Engine {
