@@ -5,8 +5,14 @@ Run with `python -m pytest benches -q --benchmark-only` (see benches/README.md).
 
 from __future__ import annotations
 
-import gc
 import os
+
+# numpy's OpenBLAS starts worker threads that spin on this 2-core machine and
+# steal CPU from whatever is being measured (seen in perf as
+# blas_thread_server); no benchmark here uses BLAS. Must precede numpy's import.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import gc
 import platform
 import time
 from collections.abc import Iterator

@@ -4,7 +4,7 @@ It reads the same policy dict the engine takes (actions, resources, roles, princ
 templates) and decides a request made by a principal (`check_principal`) or by an agent
 described by its chain of template names, own template first, up to an optional root
 principal (`check_agent`). Agent lifecycle (revocation, expiry) is not modelled here: the
-callers only ask about active agents.
+callers only ask about active agents, whose root principal is in the policy.
 
 Every function is a direct transcription of one rule; nothing is optimised.
 """
@@ -23,11 +23,16 @@ DEFAULT_MAX_DEPTH = 4
 
 @dataclass(frozen=True)
 class Result:
-    """A decision: `rules` holds every rule the engine may report (empty when it reports None)."""
+    """A decision: `rules` holds every rule the engine may report (empty when it reports None);
+    `also` other reasons the semantics allow where they leave the choice open."""
 
     allowed: bool
     reason: str
     rules: frozenset[str] = frozenset()
+    also: frozenset[str] = frozenset()
+
+    def accepts(self, reason: str) -> bool:
+        return reason == self.reason or reason in self.also
 
 
 # --- resources ---------------------------------------------------------------------------
@@ -106,7 +111,9 @@ def role_closure(policy: Policy, roles: Iterable[str]) -> set[str]:
     return closed
 
 
-def matching_rules(policy: Policy, roles: Iterable[str], effect: str, action: str, resource: str | None) -> set[str]:
+def matching_rules(
+    policy: Policy, roles: Iterable[str], effect: str, action: str, resource: str | None
+) -> set[str]:
     # The rules (`roles.<role>.<effect>[i]`) of the level whose entry of that effect matches.
     return {
         f"roles.{role}.{effect}[{i}]"
@@ -116,7 +123,9 @@ def matching_rules(policy: Policy, roles: Iterable[str], effect: str, action: st
     }
 
 
-def level_outcome(policy: Policy, roles: Iterable[str], action: str, resource: str | None) -> tuple[str, set[str]]:
+def level_outcome(
+    policy: Policy, roles: Iterable[str], action: str, resource: str | None
+) -> tuple[str, set[str]]:
     # Any matching deny -> deny; else any matching allow -> allow; else no_grant.
     roles = list(roles)
     denies = matching_rules(policy, roles, "deny", action, resource)
@@ -128,14 +137,17 @@ def level_outcome(policy: Policy, roles: Iterable[str], action: str, resource: s
     return "no_grant", set()
 
 
-def decide_chain(policy: Policy, levels: Sequence[Sequence[str]], action: str, resource: str | None) -> Result:
+def decide_chain(
+    policy: Policy, levels: Sequence[Sequence[str]], action: str, resource: str | None
+) -> Result:
     # Allowed iff every level allows; the first non-allowing level from the subject upward decides.
     outcomes = [level_outcome(policy, roles, action, resource) for roles in levels]
     for depth, (outcome, rules) in enumerate(outcomes):
         if outcome == "allow":
             continue
+        # A delegator's level: `delegator_denied`, reporting its deny entry if it denied.
         if depth >= 1:
-            return Result(False, "delegator_denied")
+            return Result(False, "delegator_denied", frozenset(rules))
         if outcome == "deny":
             return Result(False, "denied_by_rule", frozenset(rules))
         return Result(False, "no_grant")
@@ -170,11 +182,14 @@ def check_agent(
 ) -> Result:
     # `templates` = the agent's template, then each delegating agent's, up to the root agent.
     known = policy.get("templates", {})
-    # A template removed by reload: its agents and their descendants deny `unknown_template`.
-    if any(t not in known for t in templates):
-        return Result(False, "unknown_template")
-    # Depth = number of agents on the chain; bound = min max_delegation_depth over the chain.
-    if len(templates) > max_depth(policy, templates):
+    # Subject checks come before the request's: a template removed by reload makes its agents
+    # and their descendants deny `unknown_template`; a depth above the bound (min over the chain's
+    # remaining templates) denies `delegation_too_deep`. When both hold, the brief names no winner.
+    missing = any(t not in known for t in templates)
+    too_deep = len(templates) > max_depth(policy, [t for t in templates if t in known])
+    if missing:
+        return Result(False, "unknown_template", also=frozenset({"delegation_too_deep"} if too_deep else ()))
+    if too_deep:
         return Result(False, "delegation_too_deep")
     error = request_errors(policy, action, resource)
     if error is not None:
@@ -188,7 +203,8 @@ def check_agent(
 
 def max_depth(policy: Policy, templates: Iterable[str]) -> int:
     # The smallest max_delegation_depth (default 4) of the templates on a chain.
-    return min(policy["templates"][t].get("max_delegation_depth", DEFAULT_MAX_DEPTH) for t in templates)
+    bounds = [policy["templates"][t].get("max_delegation_depth", DEFAULT_MAX_DEPTH) for t in templates]
+    return min(bounds, default=DEFAULT_MAX_DEPTH)
 
 
 def can_provision(policy: Policy, templates: Sequence[str]) -> bool:

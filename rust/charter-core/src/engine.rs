@@ -369,23 +369,34 @@ impl Engine {
         let mut start = 0;
         while start < n {
             let end = (start + BATCH_BLOCK).min(n);
+            // Where the general loop picks up in this block.
+            let mut rest = start;
             for (slot, h) in chains.iter_mut().zip(&handles[start..end]) {
                 *slot = self.slots.resolve(*h, now).map(|l| l.chain);
             }
-            if resources.is_none() && reasons.is_none() {
-                // The common case, decided by one bit: no per-request branch
-                // on the answer.
+            if resources.is_none() {
+                // The common case, decided by the bitsets alone: no
+                // per-request branch on the answer.
                 let n_actions = snap.policy.action_count();
-                let mut rest = start;
                 for (j, chain) in chains.iter().enumerate().take(end - start) {
                     let (i, a) = (start + j, actions[start + j]);
-                    let fast = match *chain {
-                        Ok(c) if (a as usize) < n_actions => snap.fast_no_resource(c, a),
-                        _ => Some(false),
+                    let ok = match (*chain, reasons.as_deref_mut()) {
+                        (Ok(c), None) if (a as usize) < n_actions => snap.fast_no_resource(c, a),
+                        (Ok(c), Some(out)) if (a as usize) < n_actions => {
+                            snap.fast_reason_no_resource(c, a).map(|r| {
+                                out[i] = r.code();
+                                r == Reason::Granted
+                            })
+                        }
+                        // Unknown handle or action: the general loop gives the reason.
+                        (Err(_), None) | (Ok(_), None) => Some(false),
+                        _ => None,
                     };
-                    match fast {
+                    match ok {
                         Some(ok) => allowed[i] = ok,
-                        None => break, // a chain newer than `snap`: the general loop takes over
+                        // A chain newer than `snap`, or a reason to look up:
+                        // the general loop takes over from here.
+                        None => break,
                     }
                     rest = i + 1;
                 }
@@ -394,7 +405,12 @@ impl Engine {
                     continue;
                 }
             }
-            for (j, chain) in chains.iter().enumerate().take(end - start) {
+            for (j, chain) in chains
+                .iter()
+                .enumerate()
+                .take(end - start)
+                .skip(rest - start)
+            {
                 let i = start + j;
                 let resource = resources.and_then(|r| r.get(i).copied().flatten());
                 let a = actions[i];

@@ -33,8 +33,9 @@ const SLOT_MAX_CHUNKS: usize = 1 << 14;
 /// Agent expiry meaning "never".
 pub const NEVER: u64 = u64::MAX;
 
-/// One agent's hot fields.
+/// One agent's hot fields, padded so a slot never straddles two cache lines.
 #[derive(Debug, Default)]
+#[repr(align(32))]
 pub struct Slot {
     /// `generation << 32 | state`.
     state: AtomicU64,

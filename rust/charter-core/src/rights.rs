@@ -13,6 +13,9 @@ use crate::policy::{ActionId, CompiledPolicy, Effect, RoleId, RuleId};
 use crate::reason::Reason;
 use std::sync::Arc;
 
+/// Word groups per chain in the snapshot's dense table (see [`Rights::fast_groups`]).
+pub const FAST_GROUPS: usize = 5;
+
 /// Sentinel for "no rule" in per-action rule tables.
 const NO_RULE: RuleId = RuleId::MAX;
 
@@ -223,6 +226,13 @@ pub struct Rights {
     no_grant: ActionSet,
     /// ... granted by the subject's roles but not by a delegator.
     delegator_denied: ActionSet,
+    /// The union of the three above.
+    decided: ActionSet,
+    /// Without a resource, denied by the subject's own deny entries.
+    no_resource_deny_rule: ActionSet,
+    /// Without a resource, refused by a delegator (the rest of the
+    /// not-allowed actions are `no_grant`).
+    no_resource_delegator: ActionSet,
 }
 
 impl Rights {
@@ -237,6 +247,9 @@ impl Rights {
             deny_rule: ActionSet::empty(n),
             no_grant: ActionSet::empty(n),
             delegator_denied: ActionSet::empty(n),
+            decided: ActionSet::empty(n),
+            no_resource_deny_rule: ActionSet::empty(n),
+            no_resource_delegator: ActionSet::empty(n),
         }
     }
 
@@ -254,6 +267,9 @@ impl Rights {
             deny_rule: ActionSet::empty(n),
             no_grant: ActionSet::empty(n),
             delegator_denied: ActionSet::empty(n),
+            decided: ActionSet::empty(n),
+            no_resource_deny_rule: ActionSet::empty(n),
+            no_resource_delegator: ActionSet::empty(n),
         };
         for a in 0..n as ActionId {
             let mut all_allow = true;
@@ -271,15 +287,22 @@ impl Rights {
             if all_allow {
                 r.allow.insert(a);
             }
-            // Without a resource no scoped entry can match: a level allows
-            // exactly when it has an unscoped allow and no unscoped deny.
-            let no_res_allow = levels
+            // Without a resource no scoped entry can match: a level denies
+            // on an unscoped deny, allows on an unscoped allow, else has no
+            // grant; the first level that does not allow gives the reason.
+            let refusing = levels
                 .iter()
-                .all(|l| l.allow_any.contains(a) && !l.deny_any.contains(a));
-            if no_res_allow {
-                r.allow_no_resource.insert(a);
+                .position(|l| l.deny_any.contains(a) || !l.allow_any.contains(a));
+            match refusing {
+                None => r.allow_no_resource.insert(a),
+                Some(0) if levels[0].deny_any.contains(a) => r.no_resource_deny_rule.insert(a),
+                Some(0) => {}
+                Some(_) => r.no_resource_delegator.insert(a),
             }
         }
+        r.decided = r.deny_rule.clone();
+        r.decided.union_with(&r.no_grant);
+        r.decided.union_with(&r.delegator_denied);
         r.levels = levels.into_boxed_slice();
         r
     }
@@ -392,23 +415,22 @@ impl Rights {
         }
     }
 
-    /// The bitsets the batch fast path reads, word by word: allowed with a
-    /// resource, allowed without one, and decided-denied (any reason).
-    pub fn fast_words(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-        let w = self.allow.words().iter();
-        let n = self.allow_no_resource.words().iter();
-        let d = self
-            .deny_rule
-            .words()
-            .iter()
-            .zip(self.no_grant.words())
-            .zip(self.delegator_denied.words())
-            .map(|((a, b), c)| a | b | c);
-        w.zip(n).zip(d).map(|((a, n), d)| (*a, *n, d))
+    /// The bitsets the batch fast path reads, as word groups in the order
+    /// of [`FAST_GROUPS`]: allowed without a resource, allowed with one,
+    /// decided-denied with one (any reason), and without a resource
+    /// denied-by-rule and delegator-denied.
+    pub fn fast_groups(&self) -> [&[u64]; FAST_GROUPS] {
+        [
+            self.allow_no_resource.words(),
+            self.allow.words(),
+            self.decided.words(),
+            self.no_resource_deny_rule.words(),
+            self.no_resource_delegator.words(),
+        ]
     }
 
     /// Bytes used by the chain's own bitsets (levels are shared).
     pub fn heap_bytes(&self) -> usize {
-        self.allow.heap_bytes() * 5 + self.levels.len() * 8
+        self.allow.heap_bytes() * 8 + self.levels.len() * 8
     }
 }

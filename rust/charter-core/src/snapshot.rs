@@ -7,8 +7,8 @@
 //! append-only and lock-free to read.
 
 use crate::policy::{CompiledPolicy, Principal, RoleId};
-use crate::reason::Reason;
-use crate::rights::{Level, Rights};
+use crate::reason::{Reason, ALL_REASONS};
+use crate::rights::{Level, Rights, FAST_GROUPS};
 use crate::table::Chunked;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
@@ -21,8 +21,8 @@ pub const NO_CHAIN: u32 = u32::MAX;
 /// Rights-table chunks: 2^10 chains each, 2^14 chunks.
 const RIGHTS_CHUNK_BITS: u32 = 10;
 const RIGHTS_MAX_CHUNKS: usize = 1 << 14;
-/// Fast-bitset chunks: 2^15 words (256 KiB) each, 2^14 chunks.
-const BITS_CHUNK_BITS: u32 = 15;
+/// Dense-table chunks: 2^12 lines (256 KiB) each, 2^14 chunks.
+const BITS_CHUNK_BITS: u32 = 12;
 const BITS_MAX_CHUNKS: usize = 1 << 14;
 
 /// What the batch fast path learns from a chain's bitsets alone.
@@ -60,13 +60,23 @@ pub struct Snapshot {
     /// Principals: the document's, overlaid with runtime upserts and removals.
     pub principals: BTreeMap<Box<str>, Arc<Principal>>,
     rights: Chunked<OnceLock<Arc<Rights>>>,
-    /// Per chain, contiguous: a header word (1 once written), then `words`
-    /// words each of allowed-with-resource, allowed-without-resource and
-    /// decided-denied. One dense table keeps a batch decision at two cache
-    /// lines (the agent's slot, the chain's word) instead of a pointer chase.
-    bits: Chunked<AtomicU64>,
+    /// Per chain, a block of whole cache lines: a header word (1 once
+    /// written), then the `FAST_GROUPS` bitsets of `Rights::fast_groups`,
+    /// `words` words each. One dense table keeps a batch decision at two
+    /// cache lines (the agent's slot, the chain's block) instead of a
+    /// pointer chase.
+    bits: Chunked<Line>,
+    /// Words per bitset.
     words: usize,
+    /// Cache lines per chain block.
+    lines: usize,
 }
+
+/// One cache line of the dense table; chain blocks start on a line so the
+/// header and the no-resource words (the common batch case) share one.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct Line([AtomicU64; 8]);
 
 impl Snapshot {
     /// An empty snapshot of `policy` with `principals`.
@@ -81,50 +91,91 @@ impl Snapshot {
             rights: Chunked::new(RIGHTS_CHUNK_BITS, RIGHTS_MAX_CHUNKS),
             bits: Chunked::new(BITS_CHUNK_BITS, BITS_MAX_CHUNKS),
             words,
+            lines: (1 + FAST_GROUPS * words).div_ceil(8),
         }
     }
 
+    /// The word `j` of chain `chain`'s block in the dense table.
     #[inline(always)]
-    fn stride(&self) -> usize {
-        1 + 3 * self.words
+    fn word(&self, chain: u32, j: usize) -> u64 {
+        self.bits
+            .get(chain as usize * self.lines + j / 8)
+            .map_or(0, |line| line.0[j % 8].load(Ordering::Relaxed))
+    }
+
+    /// Chain `chain`'s header: 0 if its block was not written in this
+    /// snapshot, else 1, plus the code of its problem (if any) shifted by 8.
+    #[inline(always)]
+    fn header(&self, chain: u32) -> u64 {
+        self.bits
+            .get(chain as usize * self.lines)
+            .map_or(0, |line| line.0[0].load(Ordering::Acquire))
+    }
+
+    /// Whether chain `chain`'s block was written in this snapshot.
+    #[inline(always)]
+    fn present(&self, chain: u32) -> bool {
+        self.header(chain) != 0
     }
 
     /// The batch fast path for a request without a resource, where the
     /// bitsets alone decide: `Some(allowed)`, or `None` if this snapshot
     /// predates the chain. Branch-free on the answer, so a random mix of
-    /// allows and denies costs no mispredictions. `a` must be declared.
+    /// allows and denies costs no mispredictions; one cache line for up to
+    /// 448 actions. `a` must be declared.
     #[inline(always)]
     pub fn fast_no_resource(&self, chain: u32, a: u32) -> Option<bool> {
-        let base = chain as usize * self.stride();
-        let header = self.bits.get(base).map_or(0, |x| x.load(Ordering::Acquire));
-        let word = self
-            .bits
-            .get(base + 1 + self.words + (a / 64) as usize)
-            .map_or(0, |x| x.load(Ordering::Relaxed));
-        (header != 0).then_some((word >> (a % 64)) & 1 == 1)
+        let word = self.word(chain, 1 + (a / 64) as usize);
+        self.present(chain).then_some((word >> (a % 64)) & 1 == 1)
+    }
+
+    /// The reason code of a request without a resource, from the bitsets
+    /// alone; `None` if this snapshot predates the chain. `a` must be declared.
+    #[inline(always)]
+    pub fn fast_reason_no_resource(&self, chain: u32, a: u32) -> Option<Reason> {
+        let w = (a / 64) as usize;
+        let bit =
+            |group: usize| (self.word(chain, 1 + group * self.words + w) >> (a % 64)) & 1 == 1;
+        let header = self.header(chain);
+        if header == 0 {
+            return None;
+        }
+        if header >> 8 != 0 {
+            // The chain's own problem (unknown template, removed principal...).
+            return Some(
+                ALL_REASONS
+                    .get((header >> 8) as usize)
+                    .copied()
+                    .unwrap_or(Reason::InternalError),
+            );
+        }
+        Some(if bit(0) {
+            Reason::Granted
+        } else if bit(3) {
+            Reason::DeniedByRule
+        } else if bit(4) {
+            Reason::DelegatorDenied
+        } else {
+            Reason::NoGrant
+        })
     }
 
     /// The batch fast path: decide `a` for `chain` from the dense bitsets.
     /// `a` must be a declared action id.
     #[inline(always)]
     pub fn fast(&self, chain: u32, a: u32, has_resource: bool) -> Fast {
-        let base = chain as usize * self.stride();
         let w = (a / 64) as usize;
-        let bit = 1u64 << (a % 64);
-        let word = |k: usize| {
-            self.bits
-                .get(base + 1 + k * self.words + w)
-                .map_or(0, |x| x.load(Ordering::Relaxed))
-        };
-        if word(usize::from(!has_resource)) & bit != 0 {
+        let bit =
+            |group: usize| (self.word(chain, 1 + group * self.words + w) >> (a % 64)) & 1 == 1;
+        if bit(usize::from(has_resource)) {
             return Fast::Allow;
         }
         // Bits are only ever set once a chain is written, so a clear bit
         // needs the header to tell "denied" from "not in this snapshot".
-        if self.bits.get(base).map_or(0, |x| x.load(Ordering::Acquire)) == 0 {
+        if !self.present(chain) {
             return Fast::Missing;
         }
-        if !has_resource || word(2) & bit != 0 {
+        if !has_resource || bit(2) {
             Fast::Deny
         } else {
             Fast::Evaluate
@@ -143,18 +194,24 @@ impl Snapshot {
     }
 
     fn set_rights(&self, chain: u32, r: Arc<Rights>) -> bool {
-        let base = chain as usize * self.stride();
-        for (w, (allow, no_resource, decided)) in r.fast_words().enumerate() {
-            for (k, value) in [allow, no_resource, decided].into_iter().enumerate() {
-                if let Some(cell) = self.bits.get_or_alloc(base + 1 + k * self.words + w) {
-                    cell.store(value, Ordering::Relaxed);
+        let base = chain as usize * self.lines;
+        let cell = |j: usize| {
+            self.bits
+                .get_or_alloc(base + j / 8)
+                .map(|line| &line.0[j % 8])
+        };
+        for (g, words) in r.fast_groups().iter().enumerate() {
+            for (w, value) in words.iter().enumerate() {
+                if let Some(c) = cell(1 + g * self.words + w) {
+                    c.store(*value, Ordering::Relaxed);
                 }
             }
         }
-        let Some(header) = self.bits.get_or_alloc(base) else {
-            return false;
-        };
-        header.store(1, Ordering::Release);
+        let Some(header) = cell(0) else { return false };
+        header.store(
+            1 | r.problem.map_or(0, |p| u64::from(p.code()) << 8),
+            Ordering::Release,
+        );
         match self.rights.get_or_alloc(chain as usize) {
             Some(cell) => cell.set(r).is_ok() || cell.get().is_some(),
             None => false,
