@@ -238,10 +238,13 @@ pub struct Rights {
 impl Rights {
     /// A chain every request to which is denied for `problem`.
     pub fn denied(policy: &CompiledPolicy, problem: Reason) -> Rights {
-        let n = policy.action_count();
+        Rights::empty(policy.action_count(), Some(problem))
+    }
+
+    fn empty(n: usize, problem: Option<Reason>) -> Rights {
         Rights {
             levels: Box::new([]),
-            problem: Some(problem),
+            problem,
             allow: ActionSet::empty(n),
             allow_no_resource: ActionSet::empty(n),
             deny_rule: ActionSet::empty(n),
@@ -259,18 +262,7 @@ impl Rights {
             return Rights::denied(policy, Reason::InternalError);
         }
         let n = policy.action_count();
-        let mut r = Rights {
-            levels: Box::new([]),
-            problem: None,
-            allow: ActionSet::empty(n),
-            allow_no_resource: ActionSet::empty(n),
-            deny_rule: ActionSet::empty(n),
-            no_grant: ActionSet::empty(n),
-            delegator_denied: ActionSet::empty(n),
-            decided: ActionSet::empty(n),
-            no_resource_deny_rule: ActionSet::empty(n),
-            no_resource_delegator: ActionSet::empty(n),
-        };
+        let mut r = Rights::empty(n, None);
         for a in 0..n as ActionId {
             let mut all_allow = true;
             for (i, level) in levels.iter().enumerate() {
