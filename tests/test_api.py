@@ -28,6 +28,7 @@ REASONS = [
     "invalid_resource",
     "internal_error",
     "malformed_request",
+    "out_of_scope",
 ]
 
 

@@ -76,6 +76,9 @@ class Agent:
     @property
     def state(self) -> str:
         """`active`, `expired`, `revoked`, `delegator_revoked` or `principal_removed`."""
+    @property
+    def scope(self) -> list[str] | None:
+        """The action names/patterns its credential limits it to (its own; delegators' narrow it too)."""
     def __int__(self) -> int: ...
 
 @final
@@ -122,12 +125,23 @@ class Engine:
         on_behalf_of: int | str | Agent | None = None,
         ttl: float | None = None,
         agent_id: str | None = None,
+        scope: list[str] | None = None,
     ) -> Agent:
         """Register an agent of `template` acting for a principal, a parent agent, or nobody.
 
         `ttl` (seconds) defaults to the template's and may not exceed its
-        `max_ttl`; the agent never outlives its parent agent. Raises
+        `max_ttl`; the agent never outlives its parent agent. `scope` (action
+        names or patterns) limits it further: anything outside is denied
+        `out_of_scope`, for it and every agent acting for it. Raises
         `charter.ProvisionError` or `charter.UnknownSubjectError`.
+        """
+    def refresh(
+        self, agent: int | str | Agent, *, ttl: float | None = None, expires_at: float | None = None
+    ) -> Agent:
+        """Set a live agent's expiry (`ttl` seconds from now, or `expires_at` Unix seconds).
+
+        Bounded by the template's `max_ttl` and the delegator's expiry; agents
+        acting for it are clamped so none outlives it.
         """
     def deprovision(self, agent: int | str | Agent) -> int:
         """Retire an agent and every agent acting for it; returns how many were retired."""

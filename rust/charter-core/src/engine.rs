@@ -11,7 +11,7 @@ use crate::policy::{
 };
 use crate::reason::Reason;
 use crate::registry::{make_handle, split_handle, state, Slots, NEVER};
-use crate::snapshot::{ChainKey, Chains, Fast, RightsCache, Snapshot, NO_CHAIN};
+use crate::snapshot::{ChainKey, Chains, Fast, RightsCache, Snapshot, NO_CHAIN, NO_SCOPE};
 use arc_swap::ArcSwap;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::{Mutex, RwLock};
@@ -91,6 +91,24 @@ pub struct AgentInfo {
     pub expires_at_ns: Option<u64>,
     /// `active`, `expired`, `revoked`, `delegator_revoked`, `principal_removed`.
     pub state: &'static str,
+    /// The action patterns its credential limits it to, if any (its own, not its delegators').
+    pub scope: Option<Vec<String>>,
+}
+
+/// A provisioning request; see [`Engine::provision_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Provision<'a> {
+    /// Template name.
+    pub template: &'a str,
+    /// A principal or parent agent, or nobody.
+    pub on_behalf_of: Option<Subject<'a>>,
+    /// Lifetime; default the template's.
+    pub ttl_ns: Option<u64>,
+    /// Explicit id; default a generated one.
+    pub agent_id: Option<&'a str>,
+    /// Action names/patterns the agent is limited to (on top of its roles
+    /// and its delegators'); `None` = no extra limit.
+    pub scope: Option<&'a [&'a str]>,
 }
 
 /// Counters for monitoring.
@@ -110,6 +128,7 @@ pub struct Stats {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Meta {
+    pub(crate) chain: u32,
     pub(crate) template: u32,
     pub(crate) parent: u32,
     pub(crate) principal: u32,
@@ -451,6 +470,24 @@ impl Engine {
         ttl_ns: Option<u64>,
         agent_id: Option<&str>,
     ) -> Result<AgentInfo> {
+        self.provision_with(&Provision {
+            template,
+            on_behalf_of,
+            ttl_ns,
+            agent_id,
+            scope: None,
+        })
+    }
+
+    /// Register a new agent as `req` describes.
+    pub fn provision_with(&self, req: &Provision<'_>) -> Result<AgentInfo> {
+        let Provision {
+            template,
+            on_behalf_of,
+            ttl_ns,
+            agent_id,
+            scope,
+        } = *req;
         let now = self.clock.now_ns();
         let mut guard = self.writer.lock();
         let w = &mut *guard;
@@ -466,10 +503,23 @@ impl Engine {
             None => (NO_CHAIN, NONE, NONE, NEVER),
             Some(s) => self.delegator(w, &snap, s, now)?,
         };
+        let scope_id = match scope {
+            None => NO_SCOPE,
+            Some(patterns) => {
+                policy.check_scope(patterns).map_err(|e| match e {
+                    Error::Policy { path, message } => {
+                        Error::Provision(format!("{path}: {message}"))
+                    }
+                    other => other,
+                })?;
+                w.chains.intern_scope(patterns)
+            }
+        };
         let tid = w.chains.templates.intern(template);
         let (chain, _) = w.chains.intern(ChainKey::Agent {
             parent: parent_chain,
             template: tid,
+            scope: scope_id,
         });
         let depth = w.chains.depth(chain);
         let limit = w.chains.depth_limit(policy, chain);
@@ -529,6 +579,7 @@ impl Engine {
             .publish(slot, chain, expires)
             .ok_or_else(|| Error::Capacity("the agent registry is full".into()))?;
         let meta = Meta {
+            chain,
             template: tid,
             parent: parent_slot,
             principal,
@@ -556,6 +607,13 @@ impl Engine {
             created_at_ns: now,
             expires_at_ns: (expires != NEVER).then_some(expires),
             state: "active",
+            scope: scope.map(|_| {
+                w.chains
+                    .scope(scope_id)
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }),
         })
     }
 
@@ -687,6 +745,69 @@ impl Engine {
         count
     }
 
+    /// Set a live agent's expiry to `expires_at_ns` (Unix ns), e.g. when it
+    /// presents a fresh credential. The new lifetime is bounded by the
+    /// template's `max_ttl` and by the delegator's expiry; descendants are
+    /// clamped so none outlives it.
+    pub fn refresh(&self, agent: Subject<'_>, expires_at_ns: u64) -> Result<AgentInfo> {
+        let slot = self.slot_of(agent)?;
+        let now = self.clock.now_ns();
+        {
+            let w = self.writer.lock();
+            let handle = self.slots.current_handle(slot).unwrap_or(0);
+            self.slots.resolve(handle, now).map_err(|why| {
+                Error::Provision(format!(
+                    "cannot refresh an agent that is not active ({})",
+                    why.as_str()
+                ))
+            })?;
+            let m = w
+                .metas
+                .get(slot as usize)
+                .copied()
+                .ok_or_else(|| Error::UnknownSubject("no such agent".into()))?;
+            let snap = self.snapshot.load_full();
+            let template = w.chains.templates.name(m.template);
+            if let Some(max) = snap
+                .policy
+                .templates
+                .get(template)
+                .and_then(|t| t.max_ttl_ns)
+            {
+                if expires_at_ns.saturating_sub(now) > max {
+                    return Err(Error::Provision(format!(
+                        "the new lifetime exceeds the `max_ttl` ({}s) of template `{template}`",
+                        max as f64 / 1e9
+                    )));
+                }
+            }
+            let parent_expiry = if m.parent == NONE {
+                NEVER
+            } else {
+                self.slots.expires_at(m.parent)
+            };
+            let expires = expires_at_ns.min(parent_expiry);
+            // Clamp the whole subtree: no descendant may outlive its delegator.
+            let mut stack = vec![(slot, expires)];
+            while let Some((s, bound)) = stack.pop() {
+                let e = if s == slot {
+                    bound
+                } else {
+                    self.slots.expires_at(s).min(bound)
+                };
+                self.slots.set_expiry(s, e);
+                let mut c = w.metas.get(s as usize).map_or(NONE, |m| m.first_child);
+                while c != NONE {
+                    stack.push((c, e));
+                    c = w.metas.get(c as usize).map_or(NONE, |m| m.next);
+                }
+            }
+        }
+        self.agent(Subject::Handle(
+            self.slots.current_handle(slot).unwrap_or(0),
+        ))
+    }
+
     /// Retire every agent whose lifetime is over, freeing its slot; returns how many.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now_ns();
@@ -738,6 +859,16 @@ impl Engine {
             created_at_ns: m.created_ns,
             expires_at_ns: (expires != NEVER).then_some(expires),
             state: st,
+            scope: match w.chains.key(m.chain) {
+                Some(ChainKey::Agent { scope, .. }) if scope != NO_SCOPE => Some(
+                    w.chains
+                        .scope(scope)
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                ),
+                _ => None,
+            },
         })
     }
 
@@ -932,6 +1063,7 @@ fn set_meta(w: &mut Writer, slot: u32, meta: Meta) {
         w.metas.resize(
             i + 1,
             Meta {
+                chain: NONE,
                 template: NONE,
                 parent: NONE,
                 principal: NONE,

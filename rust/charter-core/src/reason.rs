@@ -37,10 +37,12 @@ pub enum Reason {
     InternalError = 14,
     /// The request itself is malformed (a principal, action or resource of the wrong type).
     MalformedRequest = 15,
+    /// The action is outside the agent's scope (or a delegator's), as its credential limits it.
+    OutOfScope = 16,
 }
 
 /// Every reason, indexed by its code.
-pub const ALL_REASONS: [Reason; 16] = [
+pub const ALL_REASONS: [Reason; 17] = [
     Reason::Granted,
     Reason::DeniedByRule,
     Reason::NoGrant,
@@ -57,6 +59,7 @@ pub const ALL_REASONS: [Reason; 16] = [
     Reason::InvalidResource,
     Reason::InternalError,
     Reason::MalformedRequest,
+    Reason::OutOfScope,
 ];
 
 impl Reason {
@@ -79,6 +82,7 @@ impl Reason {
             Reason::InvalidResource => "invalid_resource",
             Reason::InternalError => "internal_error",
             Reason::MalformedRequest => "malformed_request",
+            Reason::OutOfScope => "out_of_scope",
         }
     }
 
@@ -107,6 +111,9 @@ impl Reason {
             }
             Reason::InternalError => {
                 "the engine failed internally and denied rather than trust the result"
+            }
+            Reason::OutOfScope => {
+                "the action is outside the scope the agent (or a delegator) was given"
             }
             Reason::MalformedRequest => {
                 "the request is malformed (a principal, action or resource of the wrong type)"

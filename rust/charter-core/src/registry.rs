@@ -168,6 +168,13 @@ impl Slots {
         Some(make_handle(idx, generation))
     }
 
+    /// Writer: change a live slot's expiry (readers see the old or the new value).
+    pub fn set_expiry(&self, idx: u32, expires_at: u64) {
+        if let Some(slot) = self.slots.get(idx as usize) {
+            slot.expires_at.store(expires_at, Ordering::Release);
+        }
+    }
+
     /// Writer: move a slot to a terminal state, keeping its generation (a tombstone).
     pub fn retire(&self, idx: u32, to: u8) {
         if let Some(slot) = self.slots.get(idx as usize) {

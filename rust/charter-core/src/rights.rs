@@ -14,7 +14,7 @@ use crate::reason::Reason;
 use std::sync::Arc;
 
 /// Word groups per chain in the snapshot's dense table (see [`Rights::fast_groups`]).
-pub const FAST_GROUPS: usize = 5;
+pub const FAST_GROUPS: usize = 6;
 
 /// Sentinel for "no rule" in per-action rule tables.
 const NO_RULE: RuleId = RuleId::MAX;
@@ -233,6 +233,11 @@ pub struct Rights {
     /// Without a resource, refused by a delegator (the rest of the
     /// not-allowed actions are `no_grant`).
     no_resource_delegator: ActionSet,
+    /// The actions the agent's credential (and its delegators') allows;
+    /// `None` = not restricted.
+    pub scope: Option<ActionSet>,
+    /// Declared actions outside `scope`: denied `out_of_scope` before any role is read.
+    out_of_scope: ActionSet,
 }
 
 impl Rights {
@@ -253,11 +258,17 @@ impl Rights {
             decided: ActionSet::empty(n),
             no_resource_deny_rule: ActionSet::empty(n),
             no_resource_delegator: ActionSet::empty(n),
+            scope: None,
+            out_of_scope: ActionSet::empty(n),
         }
     }
 
-    /// Precompute the chain `levels` (own first).
-    pub fn new(policy: &CompiledPolicy, levels: Vec<Arc<Level>>) -> Rights {
+    /// Precompute the chain `levels` (own first), limited to `scope` if given.
+    pub fn new(
+        policy: &CompiledPolicy,
+        levels: Vec<Arc<Level>>,
+        scope: Option<ActionSet>,
+    ) -> Rights {
         if levels.is_empty() {
             return Rights::denied(policy, Reason::InternalError);
         }
@@ -295,6 +306,14 @@ impl Rights {
         r.decided = r.deny_rule.clone();
         r.decided.union_with(&r.no_grant);
         r.decided.union_with(&r.delegator_denied);
+        if let Some(scope) = &scope {
+            r.out_of_scope = ActionSet::full(n);
+            r.out_of_scope.subtract(scope);
+            r.allow.intersect_with(scope);
+            r.allow_no_resource.intersect_with(scope);
+            r.decided.union_with(&r.out_of_scope);
+        }
+        r.scope = scope;
         r.levels = levels.into_boxed_slice();
         r
     }
@@ -326,6 +345,12 @@ impl Rights {
         if let Some(problem) = self.problem {
             return Verdict {
                 reason: problem,
+                rule: None,
+            };
+        }
+        if self.out_of_scope.contains(a) {
+            return Verdict {
+                reason: Reason::OutOfScope,
                 rule: None,
             };
         }
@@ -384,6 +409,9 @@ impl Rights {
         if let Some(p) = self.problem {
             return p;
         }
+        if self.out_of_scope.contains(a) {
+            return Reason::OutOfScope;
+        }
         match resource {
             None if self.allow_no_resource.contains(a) => return Reason::Granted,
             Some(_) if self.allow.contains(a) => return Reason::Granted,
@@ -409,8 +437,8 @@ impl Rights {
 
     /// The bitsets the batch fast path reads, as word groups in the order
     /// of [`FAST_GROUPS`]: allowed without a resource, allowed with one,
-    /// decided-denied with one (any reason), and without a resource
-    /// denied-by-rule and delegator-denied.
+    /// decided-denied with one (any reason), without a resource
+    /// denied-by-rule and delegator-denied, and out of scope.
     pub fn fast_groups(&self) -> [&[u64]; FAST_GROUPS] {
         [
             self.allow_no_resource.words(),
@@ -418,6 +446,7 @@ impl Rights {
             self.decided.words(),
             self.no_resource_deny_rule.words(),
             self.no_resource_delegator.words(),
+            self.out_of_scope.words(),
         ]
     }
 

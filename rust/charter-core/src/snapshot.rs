@@ -6,6 +6,7 @@
 //! same policy) are appended to the current snapshot's table, which is
 //! append-only and lock-free to read.
 
+use crate::bitset::ActionSet;
 use crate::policy::{CompiledPolicy, Principal, RoleId};
 use crate::reason::{Reason, ALL_REASONS};
 use crate::rights::{Level, Rights, FAST_GROUPS};
@@ -17,6 +18,8 @@ use std::sync::{Arc, OnceLock};
 
 /// "No chain" (an agent acting for nobody).
 pub const NO_CHAIN: u32 = u32::MAX;
+/// "No scope": the agent is limited by its roles only.
+pub const NO_SCOPE: u32 = u32::MAX;
 
 /// Rights-table chunks: 2^10 chains each, 2^14 chunks.
 const RIGHTS_CHUNK_BITS: u32 = 10;
@@ -49,6 +52,8 @@ pub enum ChainKey {
         parent: u32,
         /// Interned template name.
         template: u32,
+        /// Interned scope (a set of action patterns), or [`NO_SCOPE`].
+        scope: u32,
     },
 }
 
@@ -151,6 +156,8 @@ impl Snapshot {
         }
         Some(if bit(0) {
             Reason::Granted
+        } else if bit(5) {
+            Reason::OutOfScope
         } else if bit(3) {
             Reason::DeniedByRule
         } else if bit(4) {
@@ -233,6 +240,9 @@ pub struct Chains {
     pub templates: Interner,
     /// Principal ids by interned id.
     pub principals: Interner,
+    /// Scopes (sorted action patterns) by interned id.
+    scopes: Vec<Box<[Box<str>]>>,
+    scope_index: FxHashMap<Box<[Box<str>]>, u32>,
 }
 
 /// A string interner (writer side).
@@ -277,6 +287,26 @@ impl Chains {
         (id, true)
     }
 
+    /// The id of a scope (a set of action patterns), interning it.
+    pub fn intern_scope(&mut self, patterns: &[&str]) -> u32 {
+        let mut key: Vec<Box<str>> = patterns.iter().map(|p| Box::<str>::from(*p)).collect();
+        key.sort_unstable();
+        key.dedup();
+        let key = key.into_boxed_slice();
+        if let Some(id) = self.scope_index.get(&key) {
+            return *id;
+        }
+        let id = self.scopes.len() as u32;
+        self.scopes.push(key.clone());
+        self.scope_index.insert(key, id);
+        id
+    }
+
+    /// The patterns of scope `id` (empty for [`NO_SCOPE`]).
+    pub fn scope(&self, id: u32) -> &[Box<str>] {
+        self.scopes.get(id as usize).map_or(&[], |s| s)
+    }
+
     /// The chain id of `key`, if interned.
     pub fn get(&self, key: &ChainKey) -> Option<u32> {
         self.index.get(key).copied()
@@ -303,7 +333,10 @@ impl Chains {
     pub fn depth_limit(&self, policy: &CompiledPolicy, id: u32) -> u32 {
         let mut limit = u32::MAX;
         let mut cur = id;
-        while let Some(ChainKey::Agent { parent, template }) = self.key(cur) {
+        while let Some(ChainKey::Agent {
+            parent, template, ..
+        }) = self.key(cur)
+        {
             if let Some(t) = policy.templates.get(self.templates.name(template)) {
                 limit = limit.min(t.max_depth);
             }
@@ -350,11 +383,21 @@ impl RightsCache {
             .clone()
     }
 
-    fn chain(&mut self, policy: &CompiledPolicy, levels: Vec<Arc<Level>>) -> Arc<Rights> {
-        let key: Vec<usize> = levels.iter().map(|l| Arc::as_ptr(l) as usize).collect();
+    fn chain(
+        &mut self,
+        policy: &CompiledPolicy,
+        levels: Vec<Arc<Level>>,
+        scope: Option<ActionSet>,
+    ) -> Arc<Rights> {
+        // Chains with the same levels and scope share one `Rights`.
+        let mut key: Vec<usize> = levels.iter().map(|l| Arc::as_ptr(l) as usize).collect();
+        if let Some(s) = &scope {
+            key.push(usize::MAX);
+            key.extend(s.words().iter().map(|w| *w as usize));
+        }
         self.rights
             .entry(key)
-            .or_insert_with(|| Arc::new(Rights::new(policy, levels)))
+            .or_insert_with(|| Arc::new(Rights::new(policy, levels, scope)))
             .clone()
     }
 
@@ -377,11 +420,15 @@ impl RightsCache {
                     None => self.denied(policy, Reason::UnknownPrincipal),
                     Some(p) => {
                         let level = self.level(policy, &p.roles);
-                        self.chain(policy, vec![level])
+                        self.chain(policy, vec![level], None)
                     }
                 }
             }
-            Some(ChainKey::Agent { parent, template }) => {
+            Some(ChainKey::Agent {
+                parent,
+                template,
+                scope,
+            }) => {
                 let Some(t) = policy.templates.get(chains.templates.name(template)) else {
                     return self.denied(policy, Reason::UnknownTemplate);
                 };
@@ -389,17 +436,27 @@ impl RightsCache {
                     return self.denied(policy, Reason::DelegationTooDeep);
                 }
                 let own = self.level(policy, &t.roles);
+                let own_scope =
+                    (scope != NO_SCOPE).then(|| policy.expand_scope(chains.scope(scope)));
                 if parent == NO_CHAIN {
-                    return self.chain(policy, vec![own]);
+                    return self.chain(policy, vec![own], own_scope);
                 }
                 let up = self.ensure(snap, chains, parent);
                 if let Some(problem) = up.problem {
                     return self.denied(policy, problem);
                 }
+                // A scope narrows every descendant too.
+                let scope = match (own_scope, &up.scope) {
+                    (Some(mut s), Some(u)) => {
+                        s.intersect_with(u);
+                        Some(s)
+                    }
+                    (s, u) => s.or_else(|| u.clone()),
+                };
                 let mut levels = Vec::with_capacity(up.levels.len() + 1);
                 levels.push(own);
                 levels.extend(up.levels.iter().cloned());
-                self.chain(policy, levels)
+                self.chain(policy, levels, scope)
             }
         }
     }

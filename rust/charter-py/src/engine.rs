@@ -229,7 +229,7 @@ impl Engine {
     }
 
     /// Register an agent; see `charter.Engine.provision`.
-    #[pyo3(signature = (template, *, on_behalf_of=None, ttl=None, agent_id=None))]
+    #[pyo3(signature = (template, *, on_behalf_of=None, ttl=None, agent_id=None, scope=None))]
     fn provision(
         &self,
         py: Python<'_>,
@@ -237,25 +237,50 @@ impl Engine {
         on_behalf_of: Option<&Bound<'_, PyAny>>,
         ttl: Option<f64>,
         agent_id: Option<&str>,
+        scope: Option<Vec<String>>,
     ) -> PyResult<Agent> {
         let delegator = on_behalf_of
             .filter(|o| !o.is_none())
             .map(|o| required_subject(py, o))
             .transpose()?;
-        let ttl_ns = match ttl {
-            None => None,
-            Some(t) if t.is_finite() && t > 0.0 => Some((t * 1e9) as u64),
-            Some(t) => {
+        let ttl_ns = ttl.map(|t| seconds(py, t, "ttl")).transpose()?;
+        let scope: Option<Vec<&str>> = scope
+            .as_ref()
+            .map(|v| v.iter().map(String::as_str).collect());
+        let req = charter_core::Provision {
+            template,
+            on_behalf_of: delegator,
+            ttl_ns,
+            agent_id,
+            scope: scope.as_deref(),
+        };
+        self.inner.provision_with(&req).py_err(py).map(Agent::from)
+    }
+
+    /// Extend (or shorten) a live agent's lifetime; see `charter.Engine.refresh`.
+    #[pyo3(signature = (agent, *, ttl=None, expires_at=None))]
+    fn refresh(
+        &self,
+        py: Python<'_>,
+        agent: &Bound<'_, PyAny>,
+        ttl: Option<f64>,
+        expires_at: Option<f64>,
+    ) -> PyResult<Agent> {
+        let s = required_subject(py, agent)?;
+        let expires_ns = match (ttl, expires_at) {
+            (Some(t), None) => self.inner.now_ns().saturating_add(seconds(py, t, "ttl")?),
+            (None, Some(at)) => seconds(py, at, "expires_at")?,
+            _ => {
                 return Err(errors::to_py(
                     py,
-                    charter_core::Error::InvalidArgument(format!(
-                        "ttl must be a positive number of seconds, got {t}"
-                    )),
+                    charter_core::Error::InvalidArgument(
+                        "give exactly one of ttl and expires_at".into(),
+                    ),
                 ))
             }
         };
         self.inner
-            .provision(template, delegator, ttl_ns, agent_id)
+            .refresh(s, expires_ns)
             .py_err(py)
             .map(Agent::from)
     }
@@ -345,6 +370,20 @@ impl Engine {
         d.set_item("policy_version", s.policy_version)?;
         d.set_item("registry_bytes", s.registry_bytes)?;
         Ok(d)
+    }
+}
+
+/// Positive finite seconds as nanoseconds.
+fn seconds(py: Python<'_>, t: f64, name: &str) -> PyResult<u64> {
+    if t.is_finite() && t > 0.0 && t < 1e10 {
+        Ok((t * 1e9) as u64)
+    } else {
+        Err(errors::to_py(
+            py,
+            charter_core::Error::InvalidArgument(format!(
+                "{name} must be a positive number of seconds, got {t}"
+            )),
+        ))
     }
 }
 

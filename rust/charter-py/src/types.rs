@@ -120,6 +120,8 @@ pub struct Agent {
     pub(crate) expires_at: Option<f64>,
     /// `active`, `expired`, `revoked`, `delegator_revoked`, `principal_removed`.
     pub(crate) state: &'static str,
+    /// Action patterns its credential limits it to, or None.
+    pub(crate) scope: Option<Vec<String>>,
 }
 
 impl From<AgentInfo> for Agent {
@@ -134,6 +136,7 @@ impl From<AgentInfo> for Agent {
             created_at: a.created_at_ns as f64 / 1e9,
             expires_at: a.expires_at_ns.map(|t| t as f64 / 1e9),
             state: a.state,
+            scope: a.scope,
         }
     }
 }

@@ -293,6 +293,27 @@ impl CompiledPolicy {
         })
     }
 
+    /// The actions a scope (action names and patterns, as in grants)
+    /// covers under this policy. Patterns that no longer match anything
+    /// (after a reload) are skipped: a scope can only narrow.
+    pub fn expand_scope(&self, patterns: &[Box<str>]) -> ActionSet {
+        let mut set = ActionSet::empty(self.action_count());
+        for p in patterns {
+            let _ = self.expand_action(p, "scope", &mut set);
+        }
+        set
+    }
+
+    /// Check a scope given at provision time: every pattern valid and matching
+    /// a declared action.
+    pub fn check_scope(&self, patterns: &[&str]) -> Result<ActionSet> {
+        let mut set = ActionSet::empty(self.action_count());
+        for (i, p) in patterns.iter().enumerate() {
+            self.expand_action(p, &format!("scope[{i}]"), &mut set)?;
+        }
+        Ok(set)
+    }
+
     fn expand_action(&self, pat: &str, path: &str, into: &mut ActionSet) -> Result<()> {
         if pat == "*" {
             into.union_with(&ActionSet::full(self.action_count()));
