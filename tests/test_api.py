@@ -29,6 +29,11 @@ REASONS = [
     "internal_error",
     "malformed_request",
     "out_of_scope",
+    "rate_limited",
+    "budget_exhausted",
+    "concurrency_limit",
+    "suspended",
+    "frozen",
 ]
 
 
@@ -44,6 +49,7 @@ def test_exported_names() -> None:
         "BUILD_PROFILE",
         "REASONS",
         "Agent",
+        "AuthenticationError",
         "CapacityError",
         "CharterError",
         "Decision",
@@ -51,10 +57,12 @@ def test_exported_names() -> None:
         "Explanation",
         "InternalError",
         "InvalidRequestError",
+        "Lease",
         "ManualClock",
         "PermissionDenied",
         "PolicyError",
         "ProvisionError",
+        "ServerUnavailable",
         "UnknownActionError",
         "UnknownSubjectError",
     }
@@ -142,6 +150,7 @@ def test_decision_to_dict(example_engine: charter.Engine) -> None:
         "reason": "denied_by_rule",
         "rule": "roles.analyst.deny[0]",
         "policy_version": example_engine.policy_version,
+        "retry_after": None,
     }
     d = example_engine.check("user:dave", "db:read")
     assert d.to_dict() == {
@@ -149,6 +158,7 @@ def test_decision_to_dict(example_engine: charter.Engine) -> None:
         "reason": "no_grant",
         "rule": None,
         "policy_version": example_engine.policy_version,
+        "retry_after": None,
     }
 
 

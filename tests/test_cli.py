@@ -85,6 +85,7 @@ def test_subprocess_deny_json(tmp_path: Path) -> None:
         "reason": "denied_by_rule",
         "rule": "roles.analyst.deny[0]",
         "policy_version": VERSION,
+        "retry_after": None,
     }
 
 

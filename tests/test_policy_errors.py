@@ -451,11 +451,11 @@ def test_reserved_entry_keys(key: str, effect: str) -> None:
     check(err, f"roles.a.{effect}[1].{key}", "not supported")
 
 
-def test_reserved_quota_keys() -> None:
+def test_unknown_quota_references() -> None:
     err = policy_error(charter.Engine.from_dict, doc(principals={"p": {"quota": "q"}}))
-    check(err, "principals.p.quota", "not supported")
+    check(err, "principals.p.quota", "unknown quota `q`")
     err = policy_error(charter.Engine.from_dict, template(quota="q"))
-    check(err, "templates.t.quota", "not supported")
+    check(err, "templates.t.quota", "unknown quota `q`")
 
 
 def test_reserved_key_in_toml() -> None:

@@ -6,10 +6,11 @@
 True
 """
 
-from charter._core import BUILD_PROFILE, REASONS, Agent, Decision, ManualClock
+from charter._core import BUILD_PROFILE, REASONS, Agent, Decision, Lease, ManualClock
 from charter._core import __version__ as __version__
 from charter.engine import Engine
 from charter.errors import (
+    AuthenticationError,
     CapacityError,
     CharterError,
     InternalError,
@@ -17,6 +18,7 @@ from charter.errors import (
     PermissionDenied,
     PolicyError,
     ProvisionError,
+    ServerUnavailable,
     UnknownActionError,
     UnknownSubjectError,
 )
@@ -26,6 +28,7 @@ __all__ = [
     "BUILD_PROFILE",
     "REASONS",
     "Agent",
+    "AuthenticationError",
     "CapacityError",
     "CharterError",
     "Decision",
@@ -33,10 +36,12 @@ __all__ = [
     "Explanation",
     "InternalError",
     "InvalidRequestError",
+    "Lease",
     "ManualClock",
     "PermissionDenied",
     "PolicyError",
     "ProvisionError",
+    "ServerUnavailable",
     "UnknownActionError",
     "UnknownSubjectError",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import disjoint_base
 
-__all__ = ["BUILD_PROFILE", "REASONS", "Agent", "Decision", "Engine", "ManualClock", "__version__"]
+__all__ = ["BUILD_PROFILE", "REASONS", "Agent", "Decision", "Engine", "Lease", "ManualClock", "__version__"]
 
 __version__: str
 BUILD_PROFILE: str
@@ -45,6 +45,9 @@ class Decision:
     @property
     def why(self) -> str:
         """The reason as a sentence."""
+    @property
+    def retry_after(self) -> float | None:
+        """For `rate_limited`/`budget_exhausted`: seconds until the same request would be admitted."""
     def __bool__(self) -> bool: ...
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -80,6 +83,21 @@ class Agent:
     def scope(self) -> list[str] | None:
         """The action names/patterns its credential limits it to (its own; delegators' narrow it too)."""
     def __int__(self) -> int: ...
+
+@final
+class Lease:
+    """In-flight slots held by `Engine.acquire`: a context manager; `bool(lease)` is `lease.decision.allowed`.
+
+    The slots are given back by `release()`, on leaving the `with` block, or
+    when the lease is garbage-collected.
+    """
+
+    @property
+    def decision(self) -> Decision: ...
+    def __bool__(self) -> bool: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> Lease: ...
+    def __exit__(self, *_args: object) -> bool: ...
 
 @final
 class ManualClock:
@@ -126,13 +144,15 @@ class Engine:
         ttl: float | None = None,
         agent_id: str | None = None,
         scope: list[str] | None = None,
+        quota: str | None = None,
     ) -> Agent:
         """Register an agent of `template` acting for a principal, a parent agent, or nobody.
 
         `ttl` (seconds) defaults to the template's and may not exceed its
         `max_ttl`; the agent never outlives its parent agent. `scope` (action
         names or patterns) limits it further: anything outside is denied
-        `out_of_scope`, for it and every agent acting for it. Raises
+        `out_of_scope`, for it and every agent acting for it. `quota` names a
+        quota that replaces the template's for this agent. Raises
         `charter.ProvisionError` or `charter.UnknownSubjectError`.
         """
     def refresh(
@@ -155,5 +175,19 @@ class Engine:
     def _explain_json(
         self, principal: int | str | Agent, action: str | int, resource: str | None = None
     ) -> str: ...
+    def suspend(self, subject: int | str | Agent, reason: str = "suspended by an operator") -> int:
+        """Suspend an agent (and its delegates) or a principal (and everything acting for it)."""
+    def resume(self, subject: int | str | Agent) -> int:
+        """Undo `suspend` (and reset the agent's breaker); returns how many agents became active."""
+    def suspension(self, subject: int | str | Agent) -> str | None:
+        """Why a subject is suspended, or None."""
+    def freeze(self) -> None:
+        """The kill switch: every request is denied (`frozen`) until `unfreeze()`."""
+    def unfreeze(self) -> None: ...
+    @property
+    def frozen(self) -> bool: ...
+    def _quota_status_json(self, subject: int | str | Agent) -> str: ...
+    def acquire(self, principal: int | str | Agent, action: str | int, resource: str | None = None) -> Lease:
+        """Decide and, if allowed, hold an in-flight slot at every level whose quota caps concurrency."""
     def stats(self) -> dict[str, Any]:
         """`agents`, `slots`, `chains`, `policy_version`, `registry_bytes`."""

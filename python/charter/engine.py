@@ -83,6 +83,16 @@ class Engine(_core.Engine):
         """
         self._upsert_principal(principal_id, list(roles), msgspec.json.encode(dict(attributes or {})))
 
+    def quota_status(self, agent: Principal) -> list[dict[str, Any]]:
+        """What is left of each quota along the chain, own level first.
+
+        Each level: `subject`, `quota` (name or None), and where the quota has
+        them `rate` / `budget` (`remaining`, `burst` / `capacity`), `in_flight`
+        (`held`, `max`) and `limits` (`actions`, `remaining`, `burst`).
+        """
+        levels: list[dict[str, Any]] = msgspec.json.decode(self._quota_status_json(agent))
+        return levels
+
     def check_batch(
         self,
         handles: npt.ArrayLike,

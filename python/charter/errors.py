@@ -55,6 +55,10 @@ class InternalError(CharterError, RuntimeError):
     """The engine failed internally; no decision was returned (treat as deny)."""
 
 
+class ServerUnavailable(CharterError, ConnectionError):  # noqa: N818 (a name in the public contract)
+    """The decision server cannot be reached or did not answer in time; callers should deny (fail closed)."""
+
+
 class PermissionDenied(CharterError):  # noqa: N818 (a name in the public contract)
     """Raised by `Engine.require` when a request is denied; carries the `Decision`."""
 
@@ -62,3 +66,20 @@ class PermissionDenied(CharterError):  # noqa: N818 (a name in the public contra
         rule = f", rule {decision.rule}" if decision.rule else ""
         super().__init__(f"{principal!s} may not {action}: {decision.reason}{rule}")
         self.decision = decision
+
+
+class AuthenticationError(CharterError):
+    """A credential was refused; `reason` says why (`bad_signature`, `expired`, `revoked`, ...).
+
+    Every refusal by `Engine.authenticate`, `Issuer.exchange` and the token
+    helpers raises this, whatever failed inside: a verifier fails closed.
+    """
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+        self.message = message or reason
+
+
+class StorageError(CharterError, OSError):
+    """A key file or the revocation log cannot be used: unreadable, malformed, or readable by others."""

@@ -52,12 +52,31 @@ class Principal(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     quota: str | None = None
 
 
+class Quota(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """`[quotas.<name>]`: rates are `"<count>/<s|m|h|d>"` strings (docs/quotas.md)."""
+
+    rate: str | None = None
+    burst: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    budget: str | None = None
+    max_in_flight: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    limits: dict[str, str] = {}
+
+
+class Breaker(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A template's `breaker`: suspend the agent when denials pile up within `window` (e.g. `"10s"`)."""
+
+    window: str
+    quota_denials: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
+    policy_denials: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None
+
+
 class Template(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     roles: list[str] = []
     ttl: Duration | None = None
     max_ttl: Duration | None = None
     max_delegation_depth: Annotated[int, msgspec.Meta(ge=1, le=32)] | None = None
     quota: str | None = None
+    breaker: Breaker | None = None
     description: str | None = None
 
 
@@ -69,6 +88,8 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     roles: dict[str, Role] = {}
     principals: dict[str, Principal] = {}
     templates: dict[str, Template] = {}
+    quotas: dict[str, Quota] = {}
+    costs: dict[str, Annotated[int, msgspec.Meta(ge=1, le=4294967295)]] = {}
 
 
 PolicySource = Policy | Mapping[str, Any] | str | os.PathLike[str]
@@ -109,6 +130,8 @@ class _Document(msgspec.Struct, forbid_unknown_fields=True):
     roles: dict[str, Any] = {}
     principals: dict[str, Any] = {}
     templates: dict[str, Any] = {}
+    quotas: dict[str, Any] = {}
+    costs: dict[str, Any] = {}
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -159,6 +182,8 @@ def from_dict(data: Mapping[str, Any], *, source: str | None = None) -> Policy:
         roles=_section(doc.roles, Role, "roles", source),
         principals=_section(doc.principals, Principal, "principals", source),
         templates=_section(doc.templates, Template, "templates", source),
+        quotas=_section(doc.quotas, Quota, "quotas", source),
+        costs=_section(doc.costs, Annotated[int, msgspec.Meta(ge=1, le=4294967295)], "costs", source),
     )
     try:
         return _normalise(policy)

@@ -3,6 +3,7 @@
 //! (provision, deprovision, reload, principal upserts). Checks take no lock
 //! when given a handle; ids are resolved under a read lock.
 
+use crate::charge::{Owner, QuotaState};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::pattern::validate_resource;
@@ -11,14 +12,31 @@ use crate::policy::{
 };
 use crate::reason::Reason;
 use crate::registry::{make_handle, split_handle, state, Slots, NEVER};
-use crate::snapshot::{ChainKey, Chains, Fast, RightsCache, Snapshot, NO_CHAIN, NO_SCOPE};
+use crate::rights::Rights;
+use crate::snapshot::{
+    ChainKey, Chains, Fast, RightsCache, Snapshot, NO_CHAIN, NO_QUOTA, NO_SCOPE,
+};
 use arc_swap::ArcSwap;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// In-flight slots held by `Engine::acquire`; give them back with `Engine::release`.
+#[derive(Debug, Default)]
+pub struct Lease {
+    owners: Vec<Owner>,
+}
+
+impl Lease {
+    /// Whether it still holds anything.
+    pub fn is_held(&self) -> bool {
+        !self.owners.is_empty()
+    }
+}
 
 /// "No slot / no principal" in writer metadata.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -53,6 +71,8 @@ pub struct Decision {
     pub reason: Reason,
     /// The policy entry that decided, if one did.
     pub rule: Option<RuleId>,
+    /// For a quota denial: when the same request would be admitted.
+    pub retry_after_ns: Option<u64>,
     /// The policy the decision was made under.
     pub snapshot: Arc<Snapshot>,
 }
@@ -109,6 +129,8 @@ pub struct Provision<'a> {
     /// Action names/patterns the agent is limited to (on top of its roles
     /// and its delegators'); `None` = no extra limit.
     pub scope: Option<&'a [&'a str]>,
+    /// A quota name replacing the template's for this agent.
+    pub quota: Option<&'a str>,
 }
 
 /// Counters for monitoring.
@@ -145,7 +167,7 @@ pub(crate) struct Index {
     table: HashTable<u32>,
     pub(crate) ids: Vec<Box<str>>,
     hasher: DefaultHashBuilder,
-    principals: FxHashMap<Box<str>, u32>,
+    principals: FxHashMap<Box<str>, (u32, u32)>,
 }
 
 impl Index {
@@ -199,6 +221,28 @@ pub(crate) struct Writer {
     principal_roots: FxHashMap<u32, u32>,
     seq: u64,
     prefix: String,
+    /// Suspended principals, with why.
+    suspended_principals: BTreeMap<Box<str>, Box<str>>,
+    /// Suspended agents (root of each suspension), with why.
+    suspensions: FxHashMap<u32, Box<str>>,
+}
+
+/// A decision's outcome inside the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Outcome {
+    reason: Reason,
+    rule: Option<RuleId>,
+    retry_after_ns: Option<u64>,
+}
+
+impl Outcome {
+    fn denied(reason: Reason) -> Outcome {
+        Outcome {
+            reason,
+            rule: None,
+            retry_after_ns: None,
+        }
+    }
 }
 
 /// The decision engine.
@@ -208,6 +252,8 @@ pub struct Engine {
     pub(crate) index: RwLock<Index>,
     pub(crate) writer: Mutex<Writer>,
     clock: Arc<dyn Clock>,
+    quota: QuotaState,
+    frozen: AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -239,6 +285,8 @@ impl Engine {
             principal_roots: FxHashMap::default(),
             seq: 0,
             prefix: random_prefix(),
+            suspended_principals: BTreeMap::new(),
+            suspensions: FxHashMap::default(),
         };
         let mut index = Index::default();
         let snap = build_snapshot(&mut w, &mut index, policy)?;
@@ -248,6 +296,8 @@ impl Engine {
             index: RwLock::new(index),
             writer: Mutex::new(w),
             clock,
+            quota: QuotaState::default(),
+            frozen: AtomicBool::new(false),
         })
     }
 
@@ -277,13 +327,23 @@ impl Engine {
     ) -> Decision {
         let now = self.clock.now_ns();
         let mut snap = self.snapshot.load_full();
+        if self.frozen.load(Ordering::Acquire) {
+            return Decision {
+                allowed: false,
+                reason: Reason::Frozen,
+                rule: None,
+                retry_after_ns: None,
+                snapshot: snap,
+            };
+        }
         for _ in 0..2 {
             match self.decide(&snap, subject, action, resource, now) {
-                Ok((reason, rule)) => {
+                Ok(v) => {
                     return Decision {
-                        allowed: reason == Reason::Granted,
-                        reason,
-                        rule,
+                        allowed: v.reason == Reason::Granted,
+                        reason: v.reason,
+                        rule: v.rule,
+                        retry_after_ns: v.retry_after_ns,
                         snapshot: snap,
                     }
                 }
@@ -296,6 +356,7 @@ impl Engine {
             allowed: false,
             reason: Reason::InternalError,
             rule: None,
+            retry_after_ns: None,
             snapshot: snap,
         }
     }
@@ -307,41 +368,93 @@ impl Engine {
         action: Action<'_>,
         resource: Option<&str>,
         now: u64,
-    ) -> Result<(Reason, Option<RuleId>), Missing> {
-        let chain = match subject {
-            Subject::Handle(h) => self.slots.resolve(h, now).map(|l| l.chain),
+    ) -> Result<Outcome, Missing> {
+        let resolved = match subject {
+            Subject::Handle(h) => self
+                .slots
+                .resolve(h, now)
+                .map(|l| (l.chain, Owner::Agent(split_handle(h).0 as u32))),
             Subject::Id(id) => self.resolve_id(id, now),
         };
-        let chain = match chain {
+        let (chain, owner) = match resolved {
             Ok(c) => c,
-            Err(why) => return Ok((why, None)),
+            Err(why) => return Ok(Outcome::denied(why)),
         };
         let policy = &*snap.policy;
         let rights = snap.rights(chain).ok_or(Missing)?;
         // An identity the current policy no longer supports (template gone,
         // principal removed, chain too deep) is reported before the request.
         if let Some(problem) = rights.problem {
-            return Ok((problem, None));
+            return Ok(Outcome::denied(problem));
         }
         let a = match action {
             Action::Id(a) if (a as usize) < policy.action_count() => a,
             Action::Name(n) => match policy.action_id(n) {
                 Some(a) => a,
-                None => return Ok((Reason::UnknownAction, None)),
+                None => return Ok(Outcome::denied(Reason::UnknownAction)),
             },
-            Action::Id(_) => return Ok((Reason::UnknownAction, None)),
+            Action::Id(_) => return Ok(Outcome::denied(Reason::UnknownAction)),
         };
         if let Some(r) = resource {
             if validate_resource(r).is_err() {
-                return Ok((Reason::InvalidResource, None));
+                return Ok(Outcome::denied(Reason::InvalidResource));
             }
         }
         let v = rights.decide(policy, a, resource);
-        Ok((v.reason, v.rule))
+        let mut out = Outcome {
+            reason: v.reason,
+            rule: v.rule,
+            retry_after_ns: None,
+        };
+        if rights.has_quota() {
+            self.quota_stage(policy, rights, owner, a, now, &mut out);
+        }
+        Ok(out)
     }
 
-    /// Resolve an agent id or principal id to a chain.
-    fn resolve_id(&self, id: &str, now: u64) -> Result<u32, Reason> {
+    /// Charge an allowed request; count a denial for the breaker (cold).
+    fn quota_stage(
+        &self,
+        policy: &CompiledPolicy,
+        rights: &Rights,
+        owner: Owner,
+        a: ActionId,
+        now: u64,
+        out: &mut Outcome,
+    ) {
+        if out.reason == Reason::Granted {
+            match self.quota.charge(policy, rights, owner, a, now) {
+                Ok(()) => return,
+                Err(d) => {
+                    out.reason = d.reason;
+                    out.rule = None;
+                    out.retry_after_ns = d.retry_after_ns;
+                }
+            }
+        }
+        let quota_denial = matches!(out.reason, Reason::RateLimited | Reason::BudgetExhausted);
+        let policy_denial = matches!(
+            out.reason,
+            Reason::DeniedByRule | Reason::NoGrant | Reason::DelegatorDenied | Reason::OutOfScope
+        );
+        if quota_denial || policy_denial {
+            if let Some(cause) = self.quota.record_denial(rights, owner, quota_denial, now) {
+                if let (Owner::Agent(slot), Some(cfg)) = (owner, rights.breaker.as_ref()) {
+                    self.trip(slot, &format!("breaker tripped: {}", cause.describe(cfg)));
+                }
+            }
+        }
+    }
+
+    /// A breaker tripped: suspend the agent and its delegates (cold path).
+    #[cold]
+    fn trip(&self, slot: u32, why: &str) {
+        let mut w = self.writer.lock();
+        self.suspend_tree(&mut w, slot, why);
+    }
+
+    /// Resolve an agent id or principal id to a chain and whose counters it charges.
+    fn resolve_id(&self, id: &str, now: u64) -> Result<(u32, Owner), Reason> {
         let index = self.index.read();
         if let Some(slot) = index.find(id) {
             let handle = self
@@ -349,12 +462,15 @@ impl Engine {
                 .current_handle(slot)
                 .ok_or(Reason::UnknownAgent)?;
             drop(index);
-            return self.slots.resolve(handle, now).map(|l| l.chain);
+            return self
+                .slots
+                .resolve(handle, now)
+                .map(|l| (l.chain, Owner::Agent(slot)));
         }
         index
             .principals
             .get(id)
-            .copied()
+            .map(|&(chain, pid)| (chain, Owner::Principal(pid)))
             .ok_or(Reason::UnknownPrincipal)
     }
 
@@ -380,6 +496,13 @@ impl Engine {
         }
         let now = self.clock.now_ns();
         let mut snap = self.snapshot.load_full();
+        if self.frozen.load(Ordering::Acquire) {
+            allowed.fill(false);
+            if let Some(out) = reasons.as_deref_mut() {
+                out.fill(Reason::Frozen.code());
+            }
+            return Ok(());
+        }
         // Two passes per block: first every agent's slot, then every chain's
         // bitset word. Within a pass the loads are independent, so their
         // cache misses overlap instead of forming one dependent chain per
@@ -435,7 +558,10 @@ impl Engine {
                 let a = actions[i];
                 let reason = loop {
                     let decided = match *chain {
-                        Ok(c) => batch_one(&snap, c, a, resource, reasons.is_some()),
+                        Ok(c) => {
+                            let owner = Owner::Agent(split_handle(handles[i]).0 as u32);
+                            self.batch_one(&snap, c, owner, a, resource, now, reasons.is_some())
+                        }
                         Err(why) => Some(why),
                     };
                     match decided {
@@ -459,6 +585,62 @@ impl Engine {
         Ok(())
     }
 
+    /// One batch element whose agent resolved to `chain`; `None` when `snap`
+    /// predates the chain.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn batch_one(
+        &self,
+        snap: &Snapshot,
+        chain: u32,
+        owner: Owner,
+        a: u32,
+        resource: Option<&str>,
+        now: u64,
+        want_reason: bool,
+    ) -> Option<Reason> {
+        let policy = &*snap.policy;
+        let malformed = if a as usize >= policy.action_count() {
+            Some(Reason::UnknownAction)
+        } else {
+            resource.and_then(|r| validate_resource(r).err().map(|_| Reason::InvalidResource))
+        };
+        if let Some(why) = malformed {
+            // Same precedence as `check`: the identity's own problem first.
+            return Some(snap.rights(chain)?.problem.unwrap_or(why));
+        }
+        if snap.has_quota(chain) {
+            // Charged (or counted for the breaker) exactly as a single check.
+            let rights = snap.rights(chain)?;
+            if let Some(p) = rights.problem {
+                return Some(p);
+            }
+            let v = rights.decide(policy, a, resource);
+            let mut out = Outcome {
+                reason: v.reason,
+                rule: v.rule,
+                retry_after_ns: None,
+            };
+            self.quota_stage(policy, rights, owner, a, now, &mut out);
+            return Some(out.reason);
+        }
+        match snap.fast(chain, a, resource.is_some()) {
+            Fast::Allow => Some(Reason::Granted),
+            Fast::Missing => None,
+            // Only the boolean is reported; any non-granted code will do.
+            Fast::Deny if !want_reason => Some(Reason::NoGrant),
+            Fast::Evaluate if !want_reason => {
+                let allowed = snap.rights(chain)?.allows(policy, a, resource);
+                Some(if allowed {
+                    Reason::Granted
+                } else {
+                    Reason::NoGrant
+                })
+            }
+            Fast::Deny | Fast::Evaluate => Some(snap.rights(chain)?.reason(policy, a, resource)),
+        }
+    }
+
     // ------------------------------------------------------------- lifecycle
 
     /// Register a new agent of `template`, acting for `on_behalf_of` (a
@@ -476,6 +658,7 @@ impl Engine {
             ttl_ns,
             agent_id,
             scope: None,
+            quota: None,
         })
     }
 
@@ -487,6 +670,7 @@ impl Engine {
             ttl_ns,
             agent_id,
             scope,
+            quota,
         } = *req;
         let now = self.clock.now_ns();
         let mut guard = self.writer.lock();
@@ -515,11 +699,17 @@ impl Engine {
                 w.chains.intern_scope(patterns)
             }
         };
+        let quota_id = match quota {
+            None => NO_QUOTA,
+            Some(q) if policy.quota_id(q).is_some() => w.chains.quotas.intern(q),
+            Some(q) => return Err(Error::Provision(format!("unknown quota `{q}`"))),
+        };
         let tid = w.chains.templates.intern(template);
         let (chain, _) = w.chains.intern(ChainKey::Agent {
             parent: parent_chain,
             template: tid,
             scope: scope_id,
+            quota: quota_id,
         });
         let depth = w.chains.depth(chain);
         let limit = w.chains.depth_limit(policy, chain);
@@ -574,6 +764,13 @@ impl Engine {
         // interned it and then been refused before computing its rights.
         w.cache.ensure(&snap, &w.chains, chain);
         let slot = self.allocate_slot(w)?;
+        // Counters first: a check can charge them as soon as the slot is published.
+        let needs_counters = policy_has_quotas(policy);
+        if principal != NONE && needs_counters {
+            self.quota.ensure_principal(principal);
+        }
+        self.quota
+            .provision(slot, parent_slot, principal, needs_counters);
         let handle = self
             .slots
             .publish(slot, chain, expires)
@@ -714,7 +911,7 @@ impl Engine {
     /// are retired as expired and not counted, so their tombstones keep the
     /// true reason.
     fn retire_tree(&self, w: &mut Writer, root: u32, root_state: u8, child_state: u8) -> usize {
-        if self.slots.state_of(root) != state::ACTIVE {
+        if !is_live(self.slots.state_of(root)) {
             return 0;
         }
         let now = self.clock.now_ns();
@@ -722,9 +919,11 @@ impl Engine {
         let mut count = 0;
         let mut stack = vec![(root, root_state)];
         while let Some((s, to)) = stack.pop() {
-            if self.slots.state_of(s) != state::ACTIVE {
+            if !is_live(self.slots.state_of(s)) {
                 continue;
             }
+            w.suspensions.remove(&s);
+            self.quota.unlink(s);
             if self.slots.expires_at(s) <= now {
                 self.slots.retire(s, state::EXPIRED);
             } else {
@@ -883,6 +1082,8 @@ impl Engine {
         let mut index = self.index.write();
         match build_snapshot(&mut w, &mut index, policy) {
             Ok(snap) => {
+                drop(index);
+                self.link_counters(&w, &snap.policy);
                 let new = snap.version().to_string();
                 let old = self.snapshot.swap(Arc::new(snap));
                 Ok((old.version().to_string(), new))
@@ -910,6 +1111,8 @@ impl Engine {
         let mut index = self.index.write();
         match build_snapshot(&mut w, &mut index, snap.policy.clone()) {
             Ok(s) => {
+                drop(index);
+                self.link_counters(&w, &s.policy);
                 self.snapshot.store(Arc::new(s));
                 Ok(())
             }
@@ -951,8 +1154,250 @@ impl Engine {
         }
         let mut index = self.index.write();
         let s = build_snapshot(&mut w, &mut index, snap.policy.clone())?;
+        drop(index);
+        self.link_counters(&w, &s.policy);
         self.snapshot.store(Arc::new(s));
         Ok(count)
+    }
+
+    // ------------------------------------------------------ kill switches
+
+    /// Suspend an agent (and every agent acting for it), or a principal
+    /// (and everything acting for it). Returns how many agents were
+    /// suspended now (a principal's agents are refused through its chain).
+    pub fn suspend(&self, subject: Subject<'_>, why: &str) -> Result<usize> {
+        if let Subject::Id(id) = subject {
+            if self.index.read().principals.contains_key(id) {
+                let mut w = self.writer.lock();
+                w.suspended_principals.insert(id.into(), why.into());
+                self.rebuild(&mut w)?;
+                return Ok(0);
+            }
+        }
+        let slot = self.slot_of(subject)?;
+        let mut w = self.writer.lock();
+        Ok(self.suspend_tree(&mut w, slot, why))
+    }
+
+    fn suspend_tree(&self, w: &mut Writer, root: u32, why: &str) -> usize {
+        if self.slots.state_of(root) != state::ACTIVE {
+            return 0;
+        }
+        w.suspensions.insert(root, why.into());
+        let mut count = 0;
+        let mut stack = vec![root];
+        while let Some(s) = stack.pop() {
+            if self.slots.transition(s, state::ACTIVE, state::SUSPENDED) {
+                count += 1;
+            }
+            let mut c = w.metas.get(s as usize).map_or(NONE, |m| m.first_child);
+            while c != NONE {
+                stack.push(c);
+                c = w.metas.get(c as usize).map_or(NONE, |m| m.next);
+            }
+        }
+        count
+    }
+
+    /// Undo `suspend` for an agent (its delegates suspended with it resume
+    /// too, unless suspended on their own account) or a principal; resets
+    /// the agent's breaker. Returns how many agents became active.
+    pub fn resume(&self, subject: Subject<'_>) -> Result<usize> {
+        if let Subject::Id(id) = subject {
+            if self.index.read().principals.contains_key(id) {
+                let mut w = self.writer.lock();
+                if w.suspended_principals.remove(id).is_some() {
+                    self.rebuild(&mut w)?;
+                }
+                return Ok(0);
+            }
+        }
+        let root = self.slot_of(subject)?;
+        let mut w = self.writer.lock();
+        if w.suspensions.remove(&root).is_none() {
+            return Ok(0);
+        }
+        self.quota.reset_breaker(Owner::Agent(root));
+        let mut count = 0;
+        let mut stack = vec![root];
+        while let Some(s) = stack.pop() {
+            // A delegate suspended on its own account stays suspended, with its subtree.
+            if s != root && w.suspensions.contains_key(&s) {
+                continue;
+            }
+            if self.slots.transition(s, state::SUSPENDED, state::ACTIVE) {
+                count += 1;
+            }
+            let mut c = w.metas.get(s as usize).map_or(NONE, |m| m.first_child);
+            while c != NONE {
+                stack.push(c);
+                c = w.metas.get(c as usize).map_or(NONE, |m| m.next);
+            }
+        }
+        Ok(count)
+    }
+
+    /// Why an agent (or principal) is suspended, if it is; an agent suspended
+    /// because a delegator was names the delegator's reason.
+    pub fn suspension(&self, subject: Subject<'_>) -> Option<String> {
+        if let Subject::Id(id) = subject {
+            if let Some(why) = self.writer.lock().suspended_principals.get(id) {
+                return Some(why.to_string());
+            }
+        }
+        let mut slot = self.slot_of(subject).ok()?;
+        let w = self.writer.lock();
+        loop {
+            if let Some(why) = w.suspensions.get(&slot) {
+                return Some(why.to_string());
+            }
+            slot = w
+                .metas
+                .get(slot as usize)
+                .map(|m| m.parent)
+                .filter(|p| *p != NONE)?;
+        }
+    }
+
+    /// The kill switch: deny every request (`frozen`) until `unfreeze`.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::Release);
+    }
+
+    /// Lift the kill switch.
+    pub fn unfreeze(&self) {
+        self.frozen.store(false, Ordering::Release);
+    }
+
+    /// Whether the kill switch is on.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::Acquire)
+    }
+
+    // -------------------------------------------------------------- quotas
+
+    /// Remaining rate, budget, in-flight and limits at every level of a
+    /// subject's chain (own first), as JSON.
+    pub fn quota_status(&self, subject: Subject<'_>) -> Result<serde_json::Value> {
+        let now = self.clock.now_ns();
+        let snap = self.snapshot.load_full();
+        let (chain, owner, names) = self.chain_of(subject)?;
+        let rights = snap.rights(chain).ok_or_else(|| {
+            Error::UnknownSubject("the subject's chain is not in the current policy".into())
+        })?;
+        Ok(self.quota.status(&snap.policy, rights, owner, &names, now))
+    }
+
+    /// Decide a request and, if allowed, hold one in-flight slot at every
+    /// level whose quota caps concurrency (denied `concurrency_limit`
+    /// otherwise). Give the slots back with `release`.
+    pub fn acquire(
+        &self,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+    ) -> (Decision, Option<Lease>) {
+        let mut d = self.check(subject, action, resource);
+        if !d.allowed {
+            return (d, None);
+        }
+        let Ok((chain, owner, _)) = self.chain_of(subject) else {
+            d.allowed = false;
+            d.reason = Reason::InternalError;
+            return (d, None);
+        };
+        let Some(rights) = d.snapshot.rights(chain) else {
+            d.allowed = false;
+            d.reason = Reason::InternalError;
+            return (d, None);
+        };
+        match self.quota.acquire(&d.snapshot.policy, rights, owner) {
+            Ok(owners) => (d, Some(Lease { owners })),
+            Err(denial) => {
+                d.allowed = false;
+                d.reason = denial.reason;
+                d.rule = None;
+                (d, None)
+            }
+        }
+    }
+
+    /// Give back what `acquire` took (idempotent per lease).
+    pub fn release(&self, lease: &mut Lease) {
+        self.quota.release(&lease.owners);
+        lease.owners.clear();
+    }
+
+    /// A subject's chain, counters owner, and the ids along its chain (own first).
+    fn chain_of(&self, subject: Subject<'_>) -> Result<(u32, Owner, Vec<String>)> {
+        let now = self.clock.now_ns();
+        if let Subject::Id(id) = subject {
+            if let Some(&(chain, pid)) = self.index.read().principals.get(id) {
+                return Ok((chain, Owner::Principal(pid), vec![id.to_string()]));
+            }
+        }
+        let slot = self.slot_of(subject)?;
+        let handle = self.slots.current_handle(slot).unwrap_or(0);
+        let live = self.slots.resolve(handle, now).map_err(|why| {
+            Error::UnknownSubject(format!("the agent is not active ({})", why.as_str()))
+        })?;
+        let w = self.writer.lock();
+        let index = self.index.read();
+        let mut names = Vec::new();
+        let mut cur = slot;
+        let mut principal = NONE;
+        while let Some(m) = w.metas.get(cur as usize) {
+            names.push(
+                index
+                    .ids
+                    .get(cur as usize)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+            );
+            principal = m.principal;
+            if m.parent == NONE {
+                break;
+            }
+            cur = m.parent;
+        }
+        if principal != NONE {
+            names.push(w.chains.principals.name(principal).to_string());
+        }
+        Ok((live.chain, Owner::Agent(slot), names))
+    }
+
+    /// Rebuild and swap the snapshot under the current policy (principal
+    /// changes, suspensions).
+    fn rebuild(&self, w: &mut Writer) -> Result<()> {
+        let snap = self.snapshot.load_full();
+        let mut index = self.index.write();
+        let s = build_snapshot(w, &mut index, snap.policy.clone())?;
+        drop(index);
+        self.link_counters(w, &s.policy);
+        self.snapshot.store(Arc::new(s));
+        Ok(())
+    }
+
+    /// After a policy change: give every live agent and principal counters
+    /// if the policy now needs them.
+    fn link_counters(&self, w: &Writer, policy: &CompiledPolicy) {
+        if !policy_has_quotas(policy) {
+            return;
+        }
+        for slot in 0..w.next_slot {
+            if is_live(self.slots.state_of(slot)) {
+                if let Some(m) = w.metas.get(slot as usize) {
+                    if m.principal != NONE {
+                        self.quota.ensure_principal(m.principal);
+                    }
+                    self.quota.link(slot, m.parent, m.principal);
+                }
+            }
+        }
+        for (chain, pid) in self.index.read().principals.values() {
+            let _ = chain;
+            self.quota.ensure_principal(*pid);
+        }
     }
 
     /// Monitoring counters.
@@ -977,43 +1422,6 @@ struct Missing;
 
 /// Requests per block of the batch loop (see `check_batch`).
 const BATCH_BLOCK: usize = 64;
-
-/// One batch element whose agent resolved to `chain`; `None` when `snap`
-/// predates the chain.
-#[inline(always)]
-fn batch_one(
-    snap: &Snapshot,
-    chain: u32,
-    a: u32,
-    resource: Option<&str>,
-    want_reason: bool,
-) -> Option<Reason> {
-    let policy = &*snap.policy;
-    let malformed = if a as usize >= policy.action_count() {
-        Some(Reason::UnknownAction)
-    } else {
-        resource.and_then(|r| validate_resource(r).err().map(|_| Reason::InvalidResource))
-    };
-    if let Some(why) = malformed {
-        // Same precedence as `check`: the identity's own problem first.
-        return Some(snap.rights(chain)?.problem.unwrap_or(why));
-    }
-    match snap.fast(chain, a, resource.is_some()) {
-        Fast::Allow => Some(Reason::Granted),
-        Fast::Missing => None,
-        // Only the boolean is reported; any non-granted code will do.
-        Fast::Deny if !want_reason => Some(Reason::NoGrant),
-        Fast::Evaluate if !want_reason => {
-            let allowed = snap.rights(chain)?.allows(policy, a, resource);
-            Some(if allowed {
-                Reason::Granted
-            } else {
-                Reason::NoGrant
-            })
-        }
-        Fast::Deny | Fast::Evaluate => Some(snap.rights(chain)?.reason(policy, a, resource)),
-    }
-}
 
 /// Rebuild the snapshot for `policy`: effective principals, then the rights
 /// of every chain known so far.
@@ -1047,9 +1455,10 @@ fn build_snapshot(
         }
         let pid = w.chains.principals.intern(id);
         let (chain, _) = w.chains.intern(ChainKey::Principal(pid));
-        index.principals.insert(id.clone(), chain);
+        index.principals.insert(id.clone(), (chain, pid));
     }
-    let snap = Snapshot::new(policy, principals);
+    let mut snap = Snapshot::new(policy, principals);
+    snap.suspended = w.suspended_principals.keys().cloned().collect();
     w.cache = RightsCache::default();
     for chain in 0..w.chains.len() as u32 {
         w.cache.ensure(&snap, &w.chains, chain);
@@ -1140,6 +1549,16 @@ fn unlink(w: &mut Writer, slot: u32) {
         me.next = NONE;
         me.prev = NONE;
     }
+}
+
+/// Whether the policy has anything that needs per-agent counters.
+fn policy_has_quotas(policy: &CompiledPolicy) -> bool {
+    !policy.quotas.is_empty() || policy.templates.values().any(|t| t.breaker.is_some())
+}
+
+/// Whether a slot state is a registered, not-yet-retired agent (active or suspended).
+fn is_live(s: u8) -> bool {
+    s == state::ACTIVE || s == state::SUSPENDED
 }
 
 /// A short per-engine prefix so generated agent ids differ across restarts.

@@ -7,12 +7,14 @@
 //! `Rights::decide` (bit test, or entry-by-entry for resource-scoped actions).
 
 pub mod bitset;
+pub mod charge;
 pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod explain;
 pub mod pattern;
 pub mod policy;
+pub mod quota;
 pub mod reason;
 pub mod registry;
 pub mod rights;

@@ -39,10 +39,20 @@ pub enum Reason {
     MalformedRequest = 15,
     /// The action is outside the agent's scope (or a delegator's), as its credential limits it.
     OutOfScope = 16,
+    /// A rate (or a per-action limit) of the agent, a delegator or the principal is used up.
+    RateLimited = 17,
+    /// A cost budget of the agent, a delegator or the principal is used up.
+    BudgetExhausted = 18,
+    /// The agent (or a delegator, or the principal) holds `max_in_flight` requests already.
+    ConcurrencyLimit = 19,
+    /// The agent, a delegator or the principal is suspended (by an operator or its breaker).
+    Suspended = 20,
+    /// The engine is frozen: the kill switch denies everything.
+    Frozen = 21,
 }
 
 /// Every reason, indexed by its code.
-pub const ALL_REASONS: [Reason; 17] = [
+pub const ALL_REASONS: [Reason; 22] = [
     Reason::Granted,
     Reason::DeniedByRule,
     Reason::NoGrant,
@@ -60,6 +70,11 @@ pub const ALL_REASONS: [Reason; 17] = [
     Reason::InternalError,
     Reason::MalformedRequest,
     Reason::OutOfScope,
+    Reason::RateLimited,
+    Reason::BudgetExhausted,
+    Reason::ConcurrencyLimit,
+    Reason::Suspended,
+    Reason::Frozen,
 ];
 
 impl Reason {
@@ -83,6 +98,11 @@ impl Reason {
             Reason::InternalError => "internal_error",
             Reason::MalformedRequest => "malformed_request",
             Reason::OutOfScope => "out_of_scope",
+            Reason::RateLimited => "rate_limited",
+            Reason::BudgetExhausted => "budget_exhausted",
+            Reason::ConcurrencyLimit => "concurrency_limit",
+            Reason::Suspended => "suspended",
+            Reason::Frozen => "frozen",
         }
     }
 
@@ -115,6 +135,17 @@ impl Reason {
             Reason::OutOfScope => {
                 "the action is outside the scope the agent (or a delegator) was given"
             }
+            Reason::RateLimited => {
+                "a rate limit of the agent, a delegator or the principal is used up"
+            }
+            Reason::BudgetExhausted => {
+                "a cost budget of the agent, a delegator or the principal is used up"
+            }
+            Reason::ConcurrencyLimit => {
+                "too many requests of the agent, a delegator or the principal are in flight"
+            }
+            Reason::Suspended => "the agent, a delegator or the principal is suspended",
+            Reason::Frozen => "the engine is frozen (kill switch): every request is denied",
             Reason::MalformedRequest => {
                 "the request is malformed (a principal, action or resource of the wrong type)"
             }

@@ -24,6 +24,8 @@ pub mod state {
     pub const PRINCIPAL_REMOVED: u8 = 4;
     /// Expired and swept.
     pub const EXPIRED: u8 = 5;
+    /// Suspended (by an operator or a breaker); `resume` makes it active again.
+    pub const SUSPENDED: u8 = 6;
 }
 
 /// Slots per chunk (2^16) and chunks (2^14): up to 2^30 agents.
@@ -64,6 +66,7 @@ pub fn state_reason(s: u8) -> Reason {
         state::DELEGATOR_REVOKED => Reason::DelegatorRevoked,
         state::PRINCIPAL_REMOVED => Reason::PrincipalRemoved,
         state::EXPIRED => Reason::Expired,
+        state::SUSPENDED => Reason::Suspended,
         _ => Reason::UnknownAgent,
     }
 }
@@ -173,6 +176,26 @@ impl Slots {
         if let Some(slot) = self.slots.get(idx as usize) {
             slot.expires_at.store(expires_at, Ordering::Release);
         }
+    }
+
+    /// Writer: move a slot between `from` and `to` states (e.g. active and
+    /// suspended) if it is in `from`; returns whether it moved.
+    pub fn transition(&self, idx: u32, from: u8, to: u8) -> bool {
+        let Some(slot) = self.slots.get(idx as usize) else {
+            return false;
+        };
+        let old = slot.state.load(Ordering::Acquire);
+        if (old & 0xff) as u8 != from {
+            return false;
+        }
+        slot.state
+            .compare_exchange(
+                old,
+                (old & !0xff) | u64::from(to),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
     }
 
     /// Writer: move a slot to a terminal state, keeping its generation (a tombstone).

@@ -9,7 +9,8 @@
 //! entry by entry.
 
 use crate::bitset::ActionSet;
-use crate::policy::{ActionId, CompiledPolicy, Effect, RoleId, RuleId};
+use crate::policy::{ActionId, CompiledPolicy, Effect, QuotaId, RoleId, RuleId};
+use crate::quota::BreakerConfig;
 use crate::reason::Reason;
 use std::sync::Arc;
 
@@ -238,6 +239,10 @@ pub struct Rights {
     pub scope: Option<ActionSet>,
     /// Declared actions outside `scope`: denied `out_of_scope` before any role is read.
     out_of_scope: ActionSet,
+    /// Each level's quota (aligned with `levels`), under this policy.
+    pub quotas: Box<[Option<QuotaId>]>,
+    /// The subject's own template's breaker.
+    pub breaker: Option<BreakerConfig>,
 }
 
 impl Rights {
@@ -260,7 +265,25 @@ impl Rights {
             no_resource_delegator: ActionSet::empty(n),
             scope: None,
             out_of_scope: ActionSet::empty(n),
+            quotas: Box::new([]),
+            breaker: None,
         }
+    }
+
+    /// Whether an allowed request must be charged or a denial counted.
+    pub fn has_quota(&self) -> bool {
+        self.breaker.is_some() || self.quotas.iter().any(Option::is_some)
+    }
+
+    /// Attach quotas (one per level) and the subject's breaker.
+    pub fn with_quotas(
+        mut self,
+        quotas: Vec<Option<QuotaId>>,
+        breaker: Option<BreakerConfig>,
+    ) -> Rights {
+        self.quotas = quotas.into_boxed_slice();
+        self.breaker = breaker;
+        self
     }
 
     /// Precompute the chain `levels` (own first), limited to `scope` if given.

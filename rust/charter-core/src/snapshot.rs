@@ -7,7 +7,9 @@
 //! append-only and lock-free to read.
 
 use crate::bitset::ActionSet;
+use crate::policy::QuotaId;
 use crate::policy::{CompiledPolicy, Principal, RoleId};
+use crate::quota::BreakerConfig;
 use crate::reason::{Reason, ALL_REASONS};
 use crate::rights::{Level, Rights, FAST_GROUPS};
 use crate::table::Chunked;
@@ -20,6 +22,10 @@ use std::sync::{Arc, OnceLock};
 pub const NO_CHAIN: u32 = u32::MAX;
 /// "No scope": the agent is limited by its roles only.
 pub const NO_SCOPE: u32 = u32::MAX;
+/// "No quota override": the template's quota applies.
+pub const NO_QUOTA: u32 = u32::MAX;
+/// Header bit: the chain has a quota or a breaker (the bitsets alone cannot decide).
+pub const HEADER_QUOTA: u64 = 2;
 
 /// Rights-table chunks: 2^10 chains each, 2^14 chunks.
 const RIGHTS_CHUNK_BITS: u32 = 10;
@@ -54,6 +60,8 @@ pub enum ChainKey {
         template: u32,
         /// Interned scope (a set of action patterns), or [`NO_SCOPE`].
         scope: u32,
+        /// Interned quota name overriding the template's, or [`NO_QUOTA`].
+        quota: u32,
     },
 }
 
@@ -64,6 +72,8 @@ pub struct Snapshot {
     pub policy: Arc<CompiledPolicy>,
     /// Principals: the document's, overlaid with runtime upserts and removals.
     pub principals: BTreeMap<Box<str>, Arc<Principal>>,
+    /// Suspended principals: everything acting for them is denied `suspended`.
+    pub suspended: std::collections::BTreeSet<Box<str>>,
     rights: Chunked<OnceLock<Arc<Rights>>>,
     /// Per chain, a block of whole cache lines: a header word (1 once
     /// written), then the `FAST_GROUPS` bitsets of `Rights::fast_groups`,
@@ -93,6 +103,7 @@ impl Snapshot {
         Snapshot {
             policy,
             principals,
+            suspended: std::collections::BTreeSet::new(),
             rights: Chunked::new(RIGHTS_CHUNK_BITS, RIGHTS_MAX_CHUNKS),
             bits: Chunked::new(BITS_CHUNK_BITS, BITS_MAX_CHUNKS),
             words,
@@ -131,7 +142,14 @@ impl Snapshot {
     #[inline(always)]
     pub fn fast_no_resource(&self, chain: u32, a: u32) -> Option<bool> {
         let word = self.word(chain, 1 + (a / 64) as usize);
-        self.present(chain).then_some((word >> (a % 64)) & 1 == 1)
+        // Absent, or charged against quotas: the general path decides.
+        (self.header(chain) & (1 | HEADER_QUOTA) == 1).then_some((word >> (a % 64)) & 1 == 1)
+    }
+
+    /// Whether chain `chain` has quotas or a breaker (an allowed request must be charged).
+    #[inline(always)]
+    pub fn has_quota(&self, chain: u32) -> bool {
+        self.header(chain) & HEADER_QUOTA != 0
     }
 
     /// The reason code of a request without a resource, from the bitsets
@@ -142,7 +160,7 @@ impl Snapshot {
         let bit =
             |group: usize| (self.word(chain, 1 + group * self.words + w) >> (a % 64)) & 1 == 1;
         let header = self.header(chain);
-        if header == 0 {
+        if header == 0 || header & HEADER_QUOTA != 0 {
             return None;
         }
         if header >> 8 != 0 {
@@ -215,8 +233,9 @@ impl Snapshot {
             }
         }
         let Some(header) = cell(0) else { return false };
+        let quota = if r.has_quota() { HEADER_QUOTA } else { 0 };
         header.store(
-            1 | r.problem.map_or(0, |p| u64::from(p.code()) << 8),
+            1 | quota | r.problem.map_or(0, |p| u64::from(p.code()) << 8),
             Ordering::Release,
         );
         match self.rights.get_or_alloc(chain as usize) {
@@ -240,6 +259,8 @@ pub struct Chains {
     pub templates: Interner,
     /// Principal ids by interned id.
     pub principals: Interner,
+    /// Quota names given at provision time, by interned id.
+    pub quotas: Interner,
     /// Scopes (sorted action patterns) by interned id.
     scopes: Vec<Box<[Box<str>]>>,
     scope_index: FxHashMap<Box<[Box<str>]>, u32>,
@@ -388,16 +409,28 @@ impl RightsCache {
         policy: &CompiledPolicy,
         levels: Vec<Arc<Level>>,
         scope: Option<ActionSet>,
+        quotas: Vec<Option<QuotaId>>,
+        breaker: Option<BreakerConfig>,
     ) -> Arc<Rights> {
-        // Chains with the same levels and scope share one `Rights`.
+        // Chains with the same levels, scope, quotas and breaker share one `Rights`.
         let mut key: Vec<usize> = levels.iter().map(|l| Arc::as_ptr(l) as usize).collect();
+        key.push(usize::MAX);
+        key.extend(quotas.iter().map(|q| q.map_or(usize::MAX, usize::from)));
+        key.push(usize::MAX);
+        if let Some(b) = &breaker {
+            key.push(b.window_ns() as usize);
+            key.push(b.threshold(crate::quota::TripCause::QuotaDenials) as usize);
+            key.push(b.threshold(crate::quota::TripCause::PolicyDenials) as usize);
+        }
         if let Some(s) = &scope {
             key.push(usize::MAX);
             key.extend(s.words().iter().map(|w| *w as usize));
         }
         self.rights
             .entry(key)
-            .or_insert_with(|| Arc::new(Rights::new(policy, levels, scope)))
+            .or_insert_with(|| {
+                Arc::new(Rights::new(policy, levels, scope).with_quotas(quotas, breaker))
+            })
             .clone()
     }
 
@@ -416,11 +449,15 @@ impl RightsCache {
         match chains.key(id) {
             None => self.denied(policy, Reason::InternalError),
             Some(ChainKey::Principal(pid)) => {
-                match snap.principals.get(chains.principals.name(pid)) {
+                let name = chains.principals.name(pid);
+                if snap.suspended.contains(name) {
+                    return self.denied(policy, Reason::Suspended);
+                }
+                match snap.principals.get(name) {
                     None => self.denied(policy, Reason::UnknownPrincipal),
                     Some(p) => {
                         let level = self.level(policy, &p.roles);
-                        self.chain(policy, vec![level], None)
+                        self.chain(policy, vec![level], None, vec![p.quota], None)
                     }
                 }
             }
@@ -428,6 +465,7 @@ impl RightsCache {
                 parent,
                 template,
                 scope,
+                quota,
             }) => {
                 let Some(t) = policy.templates.get(chains.templates.name(template)) else {
                     return self.denied(policy, Reason::UnknownTemplate);
@@ -438,8 +476,17 @@ impl RightsCache {
                 let own = self.level(policy, &t.roles);
                 let own_scope =
                     (scope != NO_SCOPE).then(|| policy.expand_scope(chains.scope(scope)));
+                let own_quota = if quota == NO_QUOTA {
+                    t.quota
+                } else {
+                    match policy.quota_id(chains.quotas.name(quota)) {
+                        Some(q) => Some(q),
+                        // The quota it was provisioned with is gone: deny rather than run unlimited.
+                        None => return self.denied(policy, Reason::InternalError),
+                    }
+                };
                 if parent == NO_CHAIN {
-                    return self.chain(policy, vec![own], own_scope);
+                    return self.chain(policy, vec![own], own_scope, vec![own_quota], t.breaker);
                 }
                 let up = self.ensure(snap, chains, parent);
                 if let Some(problem) = up.problem {
@@ -456,7 +503,10 @@ impl RightsCache {
                 let mut levels = Vec::with_capacity(up.levels.len() + 1);
                 levels.push(own);
                 levels.extend(up.levels.iter().cloned());
-                self.chain(policy, levels, scope)
+                let mut quotas = Vec::with_capacity(up.quotas.len() + 1);
+                quotas.push(own_quota);
+                quotas.extend(up.quotas.iter().copied());
+                self.chain(policy, levels, scope, quotas, t.breaker)
             }
         }
     }

@@ -3,7 +3,7 @@
 //! subclasses this one, so `check` is called without a Python frame.
 
 use crate::errors::{self, IntoPy};
-use crate::types::{Agent, Decision, ManualClock};
+use crate::types::{Agent, Decision, Lease, ManualClock};
 use charter_core::{Action, Reason, Subject};
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
@@ -229,7 +229,8 @@ impl Engine {
     }
 
     /// Register an agent; see `charter.Engine.provision`.
-    #[pyo3(signature = (template, *, on_behalf_of=None, ttl=None, agent_id=None, scope=None))]
+    #[allow(clippy::too_many_arguments)] // keyword arguments of the Python API
+    #[pyo3(signature = (template, *, on_behalf_of=None, ttl=None, agent_id=None, scope=None, quota=None))]
     fn provision(
         &self,
         py: Python<'_>,
@@ -238,6 +239,7 @@ impl Engine {
         ttl: Option<f64>,
         agent_id: Option<&str>,
         scope: Option<Vec<String>>,
+        quota: Option<&str>,
     ) -> PyResult<Agent> {
         let delegator = on_behalf_of
             .filter(|o| !o.is_none())
@@ -253,6 +255,7 @@ impl Engine {
             ttl_ns,
             agent_id,
             scope: scope.as_deref(),
+            quota,
         };
         self.inner.provision_with(&req).py_err(py).map(Agent::from)
     }
@@ -360,6 +363,73 @@ impl Engine {
         serde_json::to_string(&v).map_err(|e| errors::internal(py, &e.to_string()))
     }
 
+    /// Suspend an agent (with its delegates) or a principal (with everything acting for it).
+    #[pyo3(signature = (subject, reason="suspended by an operator"))]
+    fn suspend(&self, py: Python<'_>, subject: &Bound<'_, PyAny>, reason: &str) -> PyResult<usize> {
+        let s = required_subject(py, subject)?;
+        self.inner.suspend(s, reason).py_err(py)
+    }
+
+    /// Undo `suspend`; returns how many agents became active again.
+    fn resume(&self, py: Python<'_>, subject: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let s = required_subject(py, subject)?;
+        self.inner.resume(s).py_err(py)
+    }
+
+    /// Why a subject is suspended (None if it is not).
+    fn suspension(&self, py: Python<'_>, subject: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        let s = required_subject(py, subject)?;
+        Ok(self.inner.suspension(s))
+    }
+
+    /// The kill switch: deny every request (`frozen`) until `unfreeze()`.
+    fn freeze(&self) {
+        self.inner.freeze();
+    }
+
+    /// Lift the kill switch.
+    fn unfreeze(&self) {
+        self.inner.unfreeze();
+    }
+
+    /// Whether the kill switch is on.
+    #[getter]
+    fn frozen(&self) -> bool {
+        self.inner.is_frozen()
+    }
+
+    /// Remaining quota at every level of a subject's chain, as JSON.
+    fn _quota_status_json(&self, py: Python<'_>, subject: &Bound<'_, PyAny>) -> PyResult<String> {
+        let s = required_subject(py, subject)?;
+        let v = self.inner.quota_status(s).py_err(py)?;
+        serde_json::to_string(&v).map_err(|e| errors::internal(py, &e.to_string()))
+    }
+
+    /// Decide a request and hold an in-flight slot at every level capping concurrency.
+    #[pyo3(signature = (principal, action, resource=None))]
+    fn acquire(
+        &self,
+        py: Python<'_>,
+        principal: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        resource: Option<&str>,
+    ) -> PyResult<Lease> {
+        let (Some(s), Some(a)) = (subject(principal), self::action(action)) else {
+            let d = Py::new(py, self.denial(Reason::MalformedRequest))?;
+            return Ok(Lease {
+                engine: self.inner.clone(),
+                inner: std::sync::Mutex::new(charter_core::engine::Lease::default()),
+                decision: d,
+            });
+        };
+        let (d, lease) = self.inner.acquire(s, a, resource);
+        Ok(Lease {
+            engine: self.inner.clone(),
+            inner: std::sync::Mutex::new(lease.unwrap_or_default()),
+            decision: Py::new(py, Decision::from_core(d))?,
+        })
+    }
+
     /// Registry counters.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();
@@ -403,6 +473,7 @@ impl Engine {
             allowed: false,
             reason,
             rule: None,
+            retry_after_ns: None,
             snapshot: self.inner.snapshot(),
         }
     }

@@ -14,6 +14,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::Decision>()?;
     m.add_class::<types::Agent>()?;
     m.add_class::<types::ManualClock>()?;
+    m.add_class::<types::Lease>()?;
     let reasons: Vec<&str> = charter_core::ALL_REASONS
         .iter()
         .map(|r| r.as_str())

@@ -17,6 +17,7 @@ pub struct Decision {
     pub(crate) allowed: bool,
     pub(crate) reason: Reason,
     pub(crate) rule: Option<u32>,
+    pub(crate) retry_after_ns: Option<u64>,
     pub(crate) snapshot: Arc<charter_core::snapshot::Snapshot>,
 }
 
@@ -26,6 +27,7 @@ impl Decision {
             allowed: d.allowed,
             reason: d.reason,
             rule: d.rule,
+            retry_after_ns: d.retry_after_ns,
             snapshot: d.snapshot,
         }
     }
@@ -68,6 +70,13 @@ impl Decision {
         self.snapshot.version()
     }
 
+    /// For a quota denial: seconds until the same request would be admitted
+    /// (None: not a quota denial, or never, e.g. a cost above the budget).
+    #[getter]
+    fn retry_after(&self) -> Option<f64> {
+        self.retry_after_ns.map(|ns| ns as f64 / 1e9)
+    }
+
     /// A sentence explaining the reason code.
     #[getter]
     fn why(&self) -> &'static str {
@@ -95,6 +104,7 @@ impl Decision {
         d.set_item("reason", self.reason.as_str())?;
         d.set_item("rule", self.rule_path())?;
         d.set_item("policy_version", self.snapshot.version())?;
+        d.set_item("retry_after", self.retry_after())?;
         Ok(d)
     }
 }
@@ -203,5 +213,53 @@ impl ManualClock {
     #[getter]
     fn now_ns(&self) -> u64 {
         charter_core::clock::Clock::now_ns(&*self.inner)
+    }
+}
+
+/// In-flight slots held by `Engine.acquire`; released by `release()`, on
+/// leaving a `with` block, or when garbage-collected.
+#[pyclass(module = "charter._core")]
+pub struct Lease {
+    pub(crate) engine: Arc<charter_core::Engine>,
+    pub(crate) inner: std::sync::Mutex<charter_core::engine::Lease>,
+    pub(crate) decision: Py<Decision>,
+}
+
+#[pymethods]
+impl Lease {
+    /// The decision taken when acquiring (allowed only if the slots were taken).
+    #[getter]
+    fn decision(&self, py: Python<'_>) -> Py<Decision> {
+        self.decision.clone_ref(py)
+    }
+
+    /// Whether the request was allowed (and any capped slots are held).
+    fn __bool__(&self, py: Python<'_>) -> bool {
+        self.decision.bind(py).get().allowed
+    }
+
+    /// Give the slots back (idempotent).
+    fn release(&self) {
+        if let Ok(mut l) = self.inner.lock() {
+            self.engine.release(&mut l);
+        }
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.release();
+        false
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.inner.lock() {
+            self.engine.release(&mut l);
+        }
     }
 }

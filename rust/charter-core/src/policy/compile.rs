@@ -4,9 +4,11 @@
 //! with its path in the document.
 
 use super::model::{EntrySpec, OneOrMany, PolicySpec, PrincipalSpec, TemplateSpec};
+use super::quotas::{compile_breaker, compile_costs, Quota, QuotaId};
 use crate::bitset::ActionSet;
 use crate::error::{Error, Result};
 use crate::pattern::Pattern;
+use crate::quota::BreakerConfig;
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -75,6 +77,10 @@ pub struct Template {
     pub max_ttl_ns: Option<u64>,
     /// Deepest chain position.
     pub max_depth: u32,
+    /// Quota each agent of the template is charged against.
+    pub quota: Option<QuotaId>,
+    /// When to suspend an agent of the template automatically.
+    pub breaker: Option<BreakerConfig>,
 }
 
 /// A compiled principal.
@@ -84,6 +90,8 @@ pub struct Principal {
     pub roles: Box<[RoleId]>,
     /// Attributes as declared.
     pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// Quota shared by the principal and everything acting for it.
+    pub quota: Option<QuotaId>,
 }
 
 /// A validated, compiled policy. Immutable once built.
@@ -107,6 +115,11 @@ pub struct CompiledPolicy {
     pub templates: FxHashMap<Box<str>, Template>,
     /// Principals declared in the document, by id.
     pub principals: BTreeMap<Box<str>, Principal>,
+    /// Quotas by id.
+    pub quotas: Box<[Quota]>,
+    quota_index: FxHashMap<Box<str>, QuotaId>,
+    /// Budget units each action costs.
+    pub costs: Box<[u32]>,
 }
 
 impl CompiledPolicy {
@@ -122,6 +135,11 @@ impl CompiledPolicy {
         self.action_index.get(name).copied()
     }
 
+    /// The id of a quota.
+    pub fn quota_id(&self, name: &str) -> Option<QuotaId> {
+        self.quota_index.get(name).copied()
+    }
+
     /// The id of a role.
     pub fn role_id(&self, name: &str) -> Option<RoleId> {
         self.role_index.get(name).copied()
@@ -129,12 +147,10 @@ impl CompiledPolicy {
 
     /// Compile a principal's role list (for runtime upserts), naming problems at `path`.
     pub fn compile_principal(&self, spec: &PrincipalSpec, path: &str) -> Result<Principal> {
-        if spec.quota.is_some() {
-            return Err(unsupported(&format!("{path}.quota"), "quotas"));
-        }
         Ok(Principal {
             roles: self.role_refs(&spec.roles, &format!("{path}.roles"))?,
             attributes: spec.attributes.clone(),
+            quota: self.quota_ref(&spec.quota, &format!("{path}.quota"))?,
         })
     }
 
@@ -166,7 +182,21 @@ impl CompiledPolicy {
             rules: Box::new([]),
             templates: FxHashMap::default(),
             principals: BTreeMap::new(),
+            quotas: Box::new([]),
+            quota_index: FxHashMap::default(),
+            costs: Box::new([]),
         };
+        c.costs = compile_costs(&c, &spec.costs)?;
+        if spec.quotas.len() > usize::from(QuotaId::MAX) {
+            return Err(Error::policy("quotas", "too many quotas"));
+        }
+        let mut quotas = Vec::new();
+        for (name, q) in &spec.quotas {
+            quotas.push(c.compile_quota(name, q, &format!("quotas.{}", key(name)))?);
+            c.quota_index
+                .insert(name.as_str().into(), (quotas.len() - 1) as QuotaId);
+        }
+        c.quotas = quotas.into_boxed_slice();
         let mut builder = PatternBuilder { patterns, classes };
 
         c.role_index = spec
@@ -314,6 +344,15 @@ impl CompiledPolicy {
         Ok(set)
     }
 
+    pub(super) fn expand_action_at(
+        &self,
+        pat: &str,
+        path: &str,
+        into: &mut ActionSet,
+    ) -> Result<()> {
+        self.expand_action(pat, path, into)
+    }
+
     fn expand_action(&self, pat: &str, path: &str, into: &mut ActionSet) -> Result<()> {
         if pat == "*" {
             into.union_with(&ActionSet::full(self.action_count()));
@@ -362,9 +401,6 @@ impl CompiledPolicy {
     }
 
     fn compile_template(&self, name: &str, t: &TemplateSpec, path: &str) -> Result<Template> {
-        if t.quota.is_some() {
-            return Err(unsupported(&format!("{path}.quota"), "quotas"));
-        }
         let ttl_ns = t
             .ttl
             .map(|s| seconds_to_ns(s, &format!("{path}.ttl")))
@@ -396,6 +432,12 @@ impl CompiledPolicy {
             ttl_ns,
             max_ttl_ns,
             max_depth,
+            quota: self.quota_ref(&t.quota, &format!("{path}.quota"))?,
+            breaker: t
+                .breaker
+                .as_ref()
+                .map(|b| compile_breaker(b, &format!("{path}.breaker")))
+                .transpose()?,
         })
     }
 }

@@ -2,6 +2,7 @@
 
 mod compile;
 pub mod model;
+mod quotas;
 
 pub use compile::{
     key, validate_principal_id, ActionId, CompiledPolicy, Effect, PatternId, Principal, Role,
@@ -9,5 +10,7 @@ pub use compile::{
     MAX_DELEGATION_DEPTH,
 };
 pub use model::{
-    EntrySpec, EntryTable, OneOrMany, PolicySpec, PrincipalSpec, RoleSpec, TemplateSpec,
+    BreakerSpec, EntrySpec, EntryTable, OneOrMany, PolicySpec, PrincipalSpec, QuotaSpec, RoleSpec,
+    TemplateSpec,
 };
+pub use quotas::{Limit, Quota, QuotaId, MAX_LIMITS};

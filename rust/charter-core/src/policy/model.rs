@@ -24,6 +24,47 @@ pub struct PolicySpec {
     /// Agent templates by name.
     #[serde(default)]
     pub templates: BTreeMap<String, TemplateSpec>,
+    /// Quotas by name (referenced by templates and principals).
+    #[serde(default)]
+    pub quotas: BTreeMap<String, QuotaSpec>,
+    /// Budget units an action costs (default 1), by action name.
+    #[serde(default)]
+    pub costs: BTreeMap<String, i64>,
+}
+
+/// A named quota.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSpec {
+    /// Requests per period, `"100/s"`.
+    #[serde(default)]
+    pub rate: Option<String>,
+    /// Requests a full `rate` admits at once (default: its count).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Cost units per period, `"10000/h"`.
+    #[serde(default)]
+    pub budget: Option<String>,
+    /// Requests held at once through `acquire`.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Extra rates for actions matching a pattern: `{ "payments:*" = "10/m" }`.
+    #[serde(default)]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// When to suspend an agent automatically.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    /// Quota denials within `window` that trip it (0 or absent: never).
+    #[serde(default)]
+    pub quota_denials: Option<u32>,
+    /// Policy denials within `window` that trip it (0 or absent: never).
+    #[serde(default)]
+    pub policy_denials: Option<u32>,
+    /// The window, `"10s"`.
+    pub window: String,
 }
 
 /// One role.
@@ -101,7 +142,7 @@ pub struct PrincipalSpec {
     /// Free-form attributes (read by conditions).
     #[serde(default)]
     pub attributes: serde_json::Map<String, serde_json::Value>,
-    /// Quota name (reserved for the quotas feature).
+    /// Quota name: shared by the principal and every agent acting for it.
     #[serde(default)]
     pub quota: Option<String>,
 }
@@ -122,9 +163,12 @@ pub struct TemplateSpec {
     /// Deepest position in a delegation chain (1 = directly on behalf of a principal).
     #[serde(default)]
     pub max_delegation_depth: Option<u32>,
-    /// Quota name (reserved for the quotas feature).
+    /// Quota name: every agent of the template is charged against its own copy.
     #[serde(default)]
     pub quota: Option<String>,
+    /// Suspend the agent when denials pile up.
+    #[serde(default)]
+    pub breaker: Option<BreakerSpec>,
     /// Free-form description.
     #[serde(default)]
     pub description: Option<String>,
