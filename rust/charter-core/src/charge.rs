@@ -5,7 +5,7 @@
 //! id. Both survive reloads: a reload changes parameters, never counts.
 
 use crate::policy::{ActionId, CompiledPolicy, QuotaId, MAX_LIMITS};
-use crate::quota::{charge_all, Breaker, Cell, GcraParams, InFlight, RefusalKind, TripCause};
+use crate::quota::{Breaker, Cell, GcraParams, InFlight, RefusalKind, TripCause};
 use crate::reason::Reason;
 use crate::rights::Rights;
 use crate::table::Chunked;
@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// "No slot / no principal".
 const NONE: u32 = u32::MAX;
-/// Charges kept on the stack; a longer list (a deep chain with many limits) spills to the heap.
-const INLINE_CHARGES: usize = 12;
 
 /// One agent's (or principal's) counters: 8 bytes a cell.
 #[derive(Debug, Default)]
@@ -55,54 +53,6 @@ enum Kind {
     Rate,
     Budget,
     Limit,
-}
-
-type Charge<'a> = (&'a Cell, &'a GcraParams, u32);
-
-/// The cells one request is charged at, in charging order, with where each
-/// came from: on the stack for the common short chain, spilling to the heap
-/// for a deep one.
-#[derive(Default)]
-struct Charges<'a> {
-    inline: Option<[Charge<'a>; INLINE_CHARGES]>,
-    inline_meta: [(Kind, usize); INLINE_CHARGES],
-    len: usize,
-    spill: Vec<Charge<'a>>,
-    spill_meta: Vec<(Kind, usize)>,
-}
-
-impl<'a> Charges<'a> {
-    #[inline]
-    fn push(&mut self, c: Charge<'a>, m: (Kind, usize)) {
-        if self.spill.is_empty() {
-            let arr = self.inline.get_or_insert([c; INLINE_CHARGES]);
-            if let (Some(slot), Some(meta)) =
-                (arr.get_mut(self.len), self.inline_meta.get_mut(self.len))
-            {
-                *slot = c;
-                *meta = m;
-                self.len += 1;
-                return;
-            }
-            self.spill.extend_from_slice(arr);
-            self.spill_meta.extend_from_slice(&self.inline_meta);
-        }
-        self.spill.push(c);
-        self.spill_meta.push(m);
-    }
-
-    fn slices(&self) -> (&[Charge<'a>], &[(Kind, usize)]) {
-        if !self.spill.is_empty() {
-            return (&self.spill, &self.spill_meta);
-        }
-        match &self.inline {
-            Some(arr) => (
-                arr.get(..self.len).unwrap_or(&[]),
-                self.inline_meta.get(..self.len).unwrap_or(&[]),
-            ),
-            None => (&[], &[]),
-        }
-    }
 }
 
 /// A quota refusal: the reason code, when to retry, and at which level.
@@ -223,7 +173,54 @@ impl QuotaState {
         }
     }
 
-    /// Charge an allowed request for action `a`, all or nothing.
+    /// Visit every cell request `a` is charged at, in charging order (per
+    /// level, own first: matching limits, rate, budget); stop when `visit`
+    /// returns false. `Err(level)` if a level with a quota has no counters.
+    fn for_each_charge<'s>(
+        &'s self,
+        policy: &'s CompiledPolicy,
+        rights: &Rights,
+        owner: Owner,
+        a: ActionId,
+        mut visit: impl FnMut(&'s Cell, &'s GcraParams, u32, Kind, usize) -> bool,
+    ) -> Result<(), usize> {
+        let mut go = true;
+        let mut missing = None;
+        self.walk(rights, owner, |level, cells| {
+            if !go {
+                return;
+            }
+            let Some(q) = quota_of(policy, rights, level) else {
+                return;
+            };
+            let Some(cells) = cells else {
+                missing.get_or_insert(level);
+                go = false;
+                return;
+            };
+            for (limit, cell) in q.limits.iter().zip(&cells.limits) {
+                if go && limit.actions.contains(a) {
+                    go = visit(cell, &limit.params, 1, Kind::Limit, level);
+                }
+            }
+            if let (true, Some(p)) = (go, &q.rate) {
+                go = visit(&cells.rate, p, 1, Kind::Rate, level);
+            }
+            if let (true, Some(p)) = (go, &q.budget) {
+                let cost = policy.costs.get(a as usize).copied().unwrap_or(1);
+                go = visit(&cells.budget, p, cost, Kind::Budget, level);
+            }
+        });
+        missing.map_or(Ok(()), Err)
+    }
+
+    /// Charge an allowed request for action `a`, all or nothing. Optimistic:
+    /// every cell is charged in order; if one refuses, those already
+    /// charged are refunded and a read-only pass reports the longest wait
+    /// of any refusing cell (so `retry_after` is not too early). No level
+    /// ever admits beyond its limit and a refused request leaves no net
+    /// charge; a concurrent request may see a transient reservation and be
+    /// refused spuriously (bounded by the requests in flight; docs/quotas.md).
     pub fn charge(
         &self,
         policy: &CompiledPolicy,
@@ -232,48 +229,64 @@ impl QuotaState {
         a: ActionId,
         now: u64,
     ) -> Result<(), QuotaDenial> {
-        let mut list = Charges::default();
-        let mut missing = None;
-        self.walk(rights, owner, |level, cells| {
-            let Some(q) = quota_of(policy, rights, level) else {
-                return;
-            };
-            let Some(cells) = cells else {
-                missing.get_or_insert(level);
-                return;
-            };
-            let cost = policy.costs.get(a as usize).copied().unwrap_or(1);
-            for (limit, cell) in q.limits.iter().zip(&cells.limits) {
-                if limit.actions.contains(a) {
-                    list.push((cell, &limit.params, 1), (Kind::Limit, level));
-                }
+        let mut charged = 0usize;
+        let mut refused = false;
+        self.for_each_charge(policy, rights, owner, a, |cell, params, cost, _, _| {
+            if cell.try_charge(params, cost, now).is_ok() {
+                charged += 1;
+                true
+            } else {
+                refused = true;
+                false
             }
-            if let Some(p) = &q.rate {
-                list.push((&cells.rate, p, 1), (Kind::Rate, level));
-            }
-            if let Some(p) = &q.budget {
-                list.push((&cells.budget, p, cost), (Kind::Budget, level));
-            }
-        });
-        if let Some(level) = missing {
-            return Err(denial(Reason::InternalError, None, level));
-        }
-        let (charges, meta) = list.slices();
-        if charges.is_empty() {
+        })
+        .map_err(|level| denial(Reason::InternalError, None, level))?;
+        if !refused {
             return Ok(());
         }
-        charge_all(charges, now).map_err(|r| {
-            let (kind, level) = meta.get(r.level_index).copied().unwrap_or((Kind::Rate, 0));
-            let reason = match kind {
-                Kind::Budget => Reason::BudgetExhausted,
-                Kind::Rate | Kind::Limit => Reason::RateLimited,
-            };
-            let retry = match r.kind {
-                RefusalKind::Exhausted => Some(r.retry_after_ns),
-                RefusalKind::CostExceedsCapacity { .. } => None,
-            };
-            denial(reason, retry, level)
-        })
+        self.refuse(policy, rights, owner, a, now, charged)
+    }
+
+    /// The cold half of `charge`: undo the first `charged` charges, then find
+    /// the refusal with the longest wait (never = longest; ties keep the first).
+    #[cold]
+    fn refuse(
+        &self,
+        policy: &CompiledPolicy,
+        rights: &Rights,
+        owner: Owner,
+        a: ActionId,
+        now: u64,
+        charged: usize,
+    ) -> Result<(), QuotaDenial> {
+        let mut undone = 0usize;
+        let _ = self.for_each_charge(policy, rights, owner, a, |cell, params, cost, _, _| {
+            if undone < charged {
+                cell.refund(params, cost);
+                undone += 1;
+            }
+            undone < charged
+        });
+        let mut worst: Option<QuotaDenial> = None;
+        let _ = self.for_each_charge(
+            policy,
+            rights,
+            owner,
+            a,
+            |cell, params, cost, kind, level| {
+                if let Err(r) = params.decide(cell.tat_ns(), cost, now) {
+                    let d = refusal(kind, level, &r.kind, r.retry_after_ns);
+                    let wait = |x: &QuotaDenial| x.retry_after_ns.unwrap_or(u64::MAX);
+                    if worst.as_ref().is_none_or(|w| wait(&d) > wait(w)) {
+                        worst = Some(d);
+                    }
+                }
+                true
+            },
+        );
+        // Every cell has room again (a concurrent request released it): report
+        // a minimal wait rather than admit without charging.
+        Err(worst.unwrap_or(denial(Reason::RateLimited, Some(1), 0)))
     }
 
     /// Take one in-flight slot at every level whose quota caps it; all or
@@ -422,6 +435,18 @@ fn quota_of<'p>(
 ) -> Option<&'p crate::policy::Quota> {
     let id: QuotaId = rights.quotas.get(level).copied().flatten()?;
     policy.quotas.get(usize::from(id))
+}
+
+fn refusal(kind: Kind, level: usize, why: &RefusalKind, retry_after_ns: u64) -> QuotaDenial {
+    let reason = match kind {
+        Kind::Budget => Reason::BudgetExhausted,
+        Kind::Rate | Kind::Limit => Reason::RateLimited,
+    };
+    let retry = match why {
+        RefusalKind::Exhausted => Some(retry_after_ns),
+        RefusalKind::CostExceedsCapacity { .. } => None,
+    };
+    denial(reason, retry, level)
 }
 
 fn denial(reason: Reason, retry_after_ns: Option<u64>, level: usize) -> QuotaDenial {
