@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from charter import _core, policy
+from charter.authn import IdentityMixin
 from charter.errors import PermissionDenied, PolicyError
 from charter.explain import Explanation
 
@@ -34,7 +35,7 @@ def _compile(
         raise
 
 
-class Engine(_core.Engine):
+class Engine(IdentityMixin, _core.Engine):
     """The decision engine. Build it with `from_file`, `from_toml` or `from_dict`."""
 
     @classmethod
