@@ -34,6 +34,10 @@ REASONS = [
     "concurrency_limit",
     "suspended",
     "frozen",
+    "condition_failed",
+    "guard_failed",
+    "hook_denied",
+    "hook_error",
 ]
 
 

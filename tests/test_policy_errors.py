@@ -443,7 +443,7 @@ def test_max_delegation_depth_in_range(depth: int) -> None:
 # -------------------------------------------------------------------- reserved keys
 
 
-@pytest.mark.parametrize("key", ["when", "hook", "approval"])
+@pytest.mark.parametrize("key", ["approval"])
 @pytest.mark.parametrize("effect", ["allow", "deny"])
 def test_reserved_entry_keys(key: str, effect: str) -> None:
     d = role(**{effect: ["db:write", {"action": "db:read", key: "x"}]})
@@ -459,9 +459,23 @@ def test_unknown_quota_references() -> None:
 
 
 def test_reserved_key_in_toml() -> None:
-    text = 'actions = ["db:read"]\n[roles.a]\nallow = [{ action = "db:read", when = "true" }]\n'
+    text = 'actions = ["db:read"]\n[roles.a]\nallow = [{ action = "db:read", approval = "true" }]\n'
     err = policy_error(charter.Engine.from_toml, text)
-    check(err, "roles.a.allow[0].when", "not supported")
+    check(err, "roles.a.allow[0].approval", "not supported")
+
+
+@pytest.mark.parametrize("effect", ["allow", "deny"])
+def test_unregistered_hook_names_entry(effect: str) -> None:
+    d = role(**{effect: ["db:write", {"action": "db:read", "hook": "x"}]})
+    err = policy_error(charter.Engine.from_dict, d)
+    check(err, f"roles.a.{effect}[1].hook", "unknown hook `x`")
+
+
+@pytest.mark.parametrize("effect", ["allow", "deny"])
+def test_bad_condition_names_entry_and_position(effect: str) -> None:
+    d = role(**{effect: ["db:write", {"action": "db:read", "when": "x"}]})
+    err = policy_error(charter.Engine.from_dict, d)
+    check(err, f"roles.a.{effect}[1].when", "1:1")
 
 
 # ------------------------------------------------------------------------- files

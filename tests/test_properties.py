@@ -55,9 +55,55 @@ def resource_patterns(draw: st.DrawFn, classes: Sequence[str]) -> str:
     return "/".join(segments)
 
 
+CONTEXT_KEYS = ["amount", "team", "flag", "tags"]
+comparable_literals = st.one_of(st.integers(-2, 12), st.sampled_from(["a", "b", "ab"]), st.just(2.5))
+any_literals = st.one_of(comparable_literals, st.booleans(), st.none())
+
+
+def condition_trees() -> st.SearchStrategy[ref.Cond]:
+    """Random `when` trees over `context.*` (see `reference.render`)."""
+    key = st.sampled_from(CONTEXT_KEYS)
+    atoms = st.one_of(
+        st.tuples(st.just("cmp"), key, st.sampled_from(["==", "!="]), any_literals),
+        st.tuples(st.just("cmp"), key, st.sampled_from(["<", "<=", ">", ">="]), comparable_literals),
+        st.tuples(st.just("has"), key),
+        st.tuples(
+            st.just("in"),
+            key,
+            st.one_of(
+                st.lists(st.integers(0, 9), min_size=1, max_size=3).map(tuple),
+                st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=2).map(tuple),
+            ),
+        ),
+    )
+    return st.recursive(
+        atoms,
+        lambda inner: st.one_of(
+            st.tuples(st.just("not"), inner),
+            st.tuples(st.sampled_from(["and", "or"]), inner, inner),
+        ),
+        max_leaves=4,
+    )
+
+
+# Context values: the usual types, wrong types, and values that do not convert (left out).
+context_values = st.one_of(
+    st.integers(-3, 14),
+    st.floats(-5, 15, allow_nan=False),
+    st.sampled_from(["a", "b", "ab", ""]),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(0, 9), max_size=3),
+    st.just(2**70),
+    st.just(object()),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 3), max_size=2),
+)
+contexts = st.one_of(st.none(), st.dictionaries(st.sampled_from(CONTEXT_KEYS), context_values))
+
+
 @st.composite
 def entries(
-    draw: st.DrawFn, actions: Sequence[str], classes: Sequence[str], deny: bool
+    draw: st.DrawFn, actions: Sequence[str], classes: Sequence[str], deny: bool, conditions: bool = False
 ) -> str | dict[str, Any]:
     """An allow/deny entry: a bare action pattern, or a table with one or more actions and maybe `on`
     (denies are mostly narrowed by `on`, so that grants are not drowned)."""
@@ -77,11 +123,13 @@ def entries(
         entry["action"] = draw(st.lists(action_pattern, min_size=1, max_size=3, unique=True))
     if draw(st.integers(0, 5)) >= (1 if deny else 4):
         entry["on"] = draw(st.lists(resource_patterns(classes), min_size=1, max_size=3))
+    if conditions and draw(st.integers(0, 2)) >= 1:
+        entry["when"] = ref.register(draw(condition_trees()))
     return entry
 
 
 @st.composite
-def policies(draw: st.DrawFn, all_templates: bool = True) -> dict[str, Any]:
+def policies(draw: st.DrawFn, all_templates: bool = True, conditions: bool = False) -> dict[str, Any]:
     """A random valid policy over the fixed principal names and (a subset of) the template names."""
     actions = draw(st.lists(st.sampled_from(ALL_ACTIONS), min_size=2, unique=True))
     class_names = [f"c{i}" for i in range(draw(st.integers(0, 2)))]
@@ -92,8 +140,8 @@ def policies(draw: st.DrawFn, all_templates: bool = True) -> dict[str, Any]:
     for i, name in enumerate(names):
         role: dict[str, Any] = {}
         inherits = draw(st.lists(st.sampled_from(names[:i]), max_size=3, unique=True)) if i else []
-        allow = draw(st.lists(entries(actions, class_names, deny=False), min_size=i % 2, max_size=3))
-        deny = draw(st.lists(entries(actions, class_names, deny=True), max_size=2)) if i % 2 else []
+        allow = draw(st.lists(entries(actions, class_names, False, conditions), min_size=i % 2, max_size=3))
+        deny = draw(st.lists(entries(actions, class_names, True, conditions), max_size=2)) if i % 2 else []
         for key, value in (("inherits", inherits), ("allow", allow), ("deny", deny)):
             if value or draw(st.booleans()):
                 role[key] = value
@@ -110,13 +158,25 @@ def policies(draw: st.DrawFn, all_templates: bool = True) -> dict[str, Any]:
         if draw(st.booleans()):
             template["ttl"] = draw(st.sampled_from([60, "15m", "2h", 86400]))
         templates[t] = template
-    return {
+    doc = {
         "actions": actions,
         "resources": resources,
         "roles": roles,
         "principals": principals,
         "templates": templates,
     }
+    if conditions:
+        guards = []
+        for _ in range(draw(st.integers(0, 2))):
+            guard: dict[str, Any] = {"require": ref.register(draw(condition_trees()))}
+            if draw(st.booleans()):
+                guard["on"] = draw(st.lists(resource_patterns(class_names), min_size=1, max_size=2))
+            if draw(st.booleans()):
+                guard["actions"] = draw(st.lists(st.sampled_from(actions), min_size=1, max_size=2))
+            guards.append(guard)
+        if guards:
+            doc["guards"] = guards
+    return doc
 
 
 # Request names are plain names: `*` and `**` in them are literal segments, not wildcards.
@@ -184,11 +244,13 @@ class Provisioned:
     parent: Provisioned | None
     retired: str | None = None
 
-    def expected(self, policy: Mapping[str, Any], action: str, resource: str | None) -> ref.Result:
+    def expected(
+        self, policy: Mapping[str, Any], action: str, resource: str | None, context: Any = None
+    ) -> ref.Result:
         # A retired agent denies every request with its retirement reason (state before request).
         if self.retired is not None:
             return ref.Result(False, self.retired)
-        return ref.check_agent(policy, self.templates, self.principal, action, resource)
+        return ref.check_agent(policy, self.templates, self.principal, action, resource, context)
 
     def descends_from(self, other: Provisioned) -> bool:
         parent = self.parent
@@ -208,12 +270,17 @@ class World:
     removed: set[str]
 
     def expected_principal(
-        self, policy: Mapping[str, Any], principal: str, action: str, resource: str | None
+        self,
+        policy: Mapping[str, Any],
+        principal: str,
+        action: str,
+        resource: str | None,
+        context: Any = None,
     ) -> ref.Result:
         # A removed principal checks as unknown (removals overlay every later policy).
         if principal in self.removed:
             return ref.Result(False, "unknown_principal")
-        return ref.check_principal(policy, principal, action, resource)
+        return ref.check_principal(policy, principal, action, resource, context)
 
 
 def make_engine(policy: Mapping[str, Any]) -> charter.Engine:
@@ -320,25 +387,31 @@ def assert_same(
         assert decision.rule is None, (action, resource, decision.rule, expected)
         return
     assert decision.rule in expected.rules, (action, resource, decision.rule, expected)
-    effect = "allow" if decision.allowed else "deny"
+    if decision.reason in ("delegator_denied", "guard_failed"):
+        return  # a delegator's deny or allow that failed its condition; a guard (`guards[i]`)
+    effect = "deny" if decision.reason == "denied_by_rule" else "allow"
     assert_rule_in_policy(policy, decision.rule, effect, action, resource)
 
 
 def check_everything(
-    engine: charter.Engine, policy: Mapping[str, Any], world: World, reqs: Sequence[tuple[str, str | None]]
+    engine: charter.Engine,
+    policy: Mapping[str, Any],
+    world: World,
+    reqs: Sequence[tuple[str, str | None]],
+    context: Any = None,
 ) -> list[tuple[bool, str, str | None]]:
     """Every single-check form against the reference; returns the decisions for later comparison."""
     seen = []
     for action, resource in reqs:
         for principal in PRINCIPALS:
-            expected = world.expected_principal(policy, principal, action, resource)
-            d = engine.check(principal, action, resource)
+            expected = world.expected_principal(policy, principal, action, resource, context)
+            d = engine.check(principal, action, resource, context)
             assert_same(policy, d, expected, action, resource)
             seen.append((d.allowed, d.reason, d.rule))
         for p in world.agents:
-            expected = p.expected(policy, action, resource)
+            expected = p.expected(policy, action, resource, context)
             for form in ("handle", "id", "agent"):
-                d = engine.check(p.subject(form), action, resource)
+                d = engine.check(p.subject(form), action, resource, context)
                 assert_same(policy, d, expected, action, resource)
                 assert d.policy_version == engine.policy_version
                 seen.append((d.allowed, d.reason, d.rule))
@@ -351,10 +424,15 @@ def check_everything(
 
 
 def check_batches(
-    engine: charter.Engine, policy: Mapping[str, Any], world: World, reqs: Sequence[tuple[str, str | None]]
+    engine: charter.Engine,
+    policy: Mapping[str, Any],
+    world: World,
+    reqs: Sequence[tuple[str, str | None]],
+    context: Any = None,
 ) -> None:
     """check_batch and check_batch_reasons over agents x declared requests (plus garbage handles),
-    with the requests' resources and without any."""
+    with the requests' resources and without any; `context` (one dict) is given to every row
+    as columns."""
     rows: list[tuple[int, str, str | None, ref.Result, ref.Result]] = []
     for action, resource in reqs:
         if action not in engine.actions:
@@ -362,26 +440,28 @@ def check_batches(
                 engine.action_id(action)
             continue
         for p in world.agents:
-            with_resource = p.expected(policy, action, resource)
-            rows.append((p.agent.handle, action, resource, with_resource, p.expected(policy, action, None)))
+            with_resource = p.expected(policy, action, resource, context)
+            without = p.expected(policy, action, None, context)
+            rows.append((p.agent.handle, action, resource, with_resource, without))
         unknown = ref.Result(False, "unknown_agent")
         rows += [(handle, action, resource, unknown, unknown) for handle in GARBAGE_HANDLES[:2]]
     if not rows:
         return
     handles = np.array([r[0] for r in rows], dtype=np.uint64)
     actions = np.array([engine.action_id(r[1]) for r in rows], dtype=np.uint32)
+    columns = None if context is None else {k: [v] * len(rows) for k, v in context.items()}
     for resources, want in (([r[2] for r in rows], [r[3] for r in rows]), (None, [r[4] for r in rows])):
-        allowed = engine.check_batch(handles, actions, resources)
+        allowed = engine.check_batch(handles, actions, resources, columns)
         assert allowed.dtype == np.bool_
         assert allowed.tolist() == [w.allowed for w in want]
-        allowed, codes = engine.check_batch_reasons(handles, actions, resources)
+        allowed, codes = engine.check_batch_reasons(handles, actions, resources, columns)
         assert allowed.tolist() == [w.allowed for w in want]
         reasons = [charter.REASONS[c] for c in codes]
         assert all(w.accepts(got) for w, got in zip(want, reasons, strict=True)), list(
             zip(rows, reasons, strict=True)
         )
     # An explicit list of None is the same as no resources.
-    allowed, codes = engine.check_batch_reasons(handles, actions, [None] * len(rows))
+    allowed, codes = engine.check_batch_reasons(handles, actions, [None] * len(rows), columns)
     assert allowed.tolist() == [r[4].allowed for r in rows]
     assert all(r[4].accepts(charter.REASONS[c]) for r, c in zip(rows, codes, strict=True))
 
@@ -456,6 +536,24 @@ def test_reload_of_another_policy_gives_its_decisions(
     run_more = [("provision", t, "agent", i, "handle") for i, t in enumerate(new_policy["templates"])]
     extra = run_plan_on(engine, new_policy, world, run_more)
     check_everything(engine, new_policy, extra, reqs[:2])
+
+
+@st.composite
+def condition_scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], Plan, Requests, list[Any]]:
+    """A policy whose entries carry random `when` conditions, a plan, requests, and contexts."""
+    policy = draw(policies(conditions=True))
+    return policy, draw(steps), draw(requests(policy)), draw(st.lists(contexts, min_size=1, max_size=3))
+
+
+@SETTINGS
+@given(scenario=condition_scenarios())
+def test_conditions_match_reference(scenario: tuple[dict[str, Any], Plan, Requests, list[Any]]) -> None:
+    policy, plan, reqs, ctxs = scenario
+    engine = make_engine(policy)
+    world = run_plan(engine, policy, plan)
+    for context in ctxs:
+        check_everything(engine, policy, world, reqs, context)
+        check_batches(engine, policy, world, reqs, context)
 
 
 @SETTINGS

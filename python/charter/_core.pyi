@@ -5,14 +5,24 @@ Everything here is implemented in Rust (`rust/charter-py`, over the
 subclasses `Engine` below and adds policy loading and conveniences.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
 from typing_extensions import disjoint_base
 
-__all__ = ["BUILD_PROFILE", "REASONS", "Agent", "Decision", "Engine", "Lease", "ManualClock", "__version__"]
+__all__ = [
+    "BUILD_PROFILE",
+    "REASONS",
+    "Agent",
+    "Decision",
+    "Engine",
+    "HookRequest",
+    "Lease",
+    "ManualClock",
+    "__version__",
+]
 
 __version__: str
 BUILD_PROFILE: str
@@ -48,6 +58,10 @@ class Decision:
     @property
     def retry_after(self) -> float | None:
         """For `rate_limited`/`budget_exhausted`: seconds until the same request would be admitted."""
+    @property
+    def detail(self) -> str | None:
+        """What a condition or guard said when one decided, e.g. `missing attribute `context.amount`: ...`,
+        `condition `context.amount <= 500` is false`, or a guard's `reason`."""
     def __bool__(self) -> bool: ...
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -110,6 +124,38 @@ class ManualClock:
     @property
     def now_ns(self) -> int: ...
 
+@final
+class HookRequest:
+    """What a policy hook receives: a read-only view of the request (see `charter.hooks`)."""
+
+    @property
+    def hook(self) -> str: ...
+    @property
+    def rule(self) -> str:
+        """The entry naming the hook, e.g. `roles.finance.allow[0]`."""
+    @property
+    def action(self) -> str: ...
+    @property
+    def resource(self) -> str | None: ...
+    @property
+    def agent(self) -> str | None:
+        """The acting agent's id; None for a principal acting directly."""
+    @property
+    def template(self) -> str | None: ...
+    @property
+    def depth(self) -> int | None: ...
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The delegation chain's ids, the subject first, up to the principal."""
+    @property
+    def principal(self) -> str | None:
+        """The principal at the root of the chain."""
+    @property
+    def principal_attributes(self) -> Mapping[str, Any]: ...
+    @property
+    def context(self) -> Mapping[str, Any]:
+        """The request's context (read-only; empty if none was given)."""
+
 @disjoint_base
 class Engine:
     """The compiled engine. Construct through `charter.Engine.from_file` and friends."""
@@ -122,13 +168,19 @@ class Engine:
         resource: str | None = None,
         context: Any = None,
     ) -> Decision:
-        """Decide one request. Malformed arguments are a denial (`malformed_request`), never an exception."""
+        """Decide one request. Malformed arguments are a denial (`malformed_request`), never an exception.
+
+        `context` (a dict, or None) is what `context.*` in `when` conditions reads; only the keys
+        conditions read are converted (bool, int, float, str, None, lists, dicts with str keys);
+        a value that does not convert counts as missing. Anything but a dict is `malformed_request`.
+        """
     def _check_batch(
         self,
         handles: npt.NDArray[np.uint64],
         actions: npt.NDArray[np.uint32],
         resources: Sequence[str | None] | None,
         with_reasons: bool,
+        context: dict[str, Any] | None = None,
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8] | None]: ...
     def action_id(self, name: str) -> int:
         """The id of a declared action; raises `charter.UnknownActionError`."""
@@ -172,8 +224,15 @@ class Engine:
     def _upsert_principal(self, id: str, roles: list[str], attributes_json: bytes) -> None: ...
     def remove_principal(self, id: str) -> int:
         """Remove a principal and retire every agent acting for it; returns how many."""
+    def register_hook(self, name: str, f: Callable[[HookRequest], Any]) -> None:
+        """Register (or replace) policy hook `name`; see `charter.hooks`."""
+    def _set_hooks(self, hooks: dict[str, Any], allow_missing: bool, policy_json: bytes) -> None: ...
     def _explain_json(
-        self, principal: int | str | Agent, action: str | int, resource: str | None = None
+        self,
+        principal: int | str | Agent,
+        action: str | int,
+        resource: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> str: ...
     def suspend(self, subject: int | str | Agent, reason: str = "suspended by an operator") -> int:
         """Suspend an agent (and its delegates) or a principal (and everything acting for it)."""

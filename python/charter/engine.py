@@ -20,38 +20,76 @@ from charter import _core, policy
 from charter.authn import IdentityMixin
 from charter.errors import PermissionDenied, PolicyError
 from charter.explain import Explanation
+from charter.hooks import Hook
 
 Principal = int | str | _core.Agent
 """Who asks: an agent handle, an `Agent`, an agent id or a principal id."""
 
 
 def _compile(
-    cls: type[Engine], doc: policy.Policy, source: str | None, clock: _core.ManualClock | None
+    cls: type[Engine],
+    doc: policy.Policy,
+    source: str | None,
+    clock: _core.ManualClock | None,
+    hooks: Mapping[str, Hook] | None = None,
+    allow_missing_hooks: bool = False,
 ) -> Engine:
     try:
-        return cls(policy.to_core_json(doc), clock)
+        core_json = policy.to_core_json(doc)
+        engine = cls(core_json, clock)
+        engine._set_hooks(dict(hooks or {}), allow_missing_hooks, core_json)
     except PolicyError as err:
         err.source = err.source or source
         raise
+    return engine
 
 
 class Engine(IdentityMixin, _core.Engine):
     """The decision engine. Build it with `from_file`, `from_toml` or `from_dict`."""
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, clock: _core.ManualClock | None = None) -> Self:
-        """Load a TOML (or `.json`) policy file."""
-        return _compile(cls, policy.from_file(path), str(path), clock)  # type: ignore[return-value]
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        clock: _core.ManualClock | None = None,
+        hooks: Mapping[str, Hook] | None = None,
+        allow_missing_hooks: bool = False,
+    ) -> Self:
+        """Load a TOML (or `.json`) policy file.
+
+        `hooks` registers policy hooks by name (see `charter.hooks`); a policy naming a hook that
+        is not registered is a `PolicyError`, unless `allow_missing_hooks` (then a decision that
+        reaches it is `hook_error`).
+        """
+        doc = policy.from_file(path)
+        return _compile(cls, doc, str(path), clock, hooks, allow_missing_hooks)  # type: ignore[return-value]
 
     @classmethod
-    def from_toml(cls, text: str, *, clock: _core.ManualClock | None = None) -> Self:
-        """Load a policy from TOML text."""
-        return _compile(cls, policy.from_toml(text), None, clock)  # type: ignore[return-value]
+    def from_toml(
+        cls,
+        text: str,
+        *,
+        clock: _core.ManualClock | None = None,
+        hooks: Mapping[str, Hook] | None = None,
+        allow_missing_hooks: bool = False,
+    ) -> Self:
+        """Load a policy from TOML text (`hooks`, `allow_missing_hooks`: see `from_file`)."""
+        doc = policy.from_toml(text)
+        return _compile(cls, doc, None, clock, hooks, allow_missing_hooks)  # type: ignore[return-value]
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, clock: _core.ManualClock | None = None) -> Self:
-        """Load a policy given as a dict (the same structure as the TOML file)."""
-        return _compile(cls, policy.from_dict(data), None, clock)  # type: ignore[return-value]
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        clock: _core.ManualClock | None = None,
+        hooks: Mapping[str, Hook] | None = None,
+        allow_missing_hooks: bool = False,
+    ) -> Self:
+        """Load a policy given as a dict (the same structure as the TOML file; hooks: see `from_file`)."""
+        doc = policy.from_dict(data)
+        return _compile(cls, doc, None, clock, hooks, allow_missing_hooks)  # type: ignore[return-value]
 
     @classmethod
     def example(cls, *, clock: _core.ManualClock | None = None) -> Self:
@@ -99,13 +137,16 @@ class Engine(IdentityMixin, _core.Engine):
         handles: npt.ArrayLike,
         actions: npt.ArrayLike,
         resources: Sequence[str | None] | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> npt.NDArray[np.bool_]:
         """Decide many requests at once with the GIL released; returns a bool array.
 
         `handles` are agent handles, `actions` action ids from `action_id`;
-        `resources[i]` is a resource name or None.
+        `resources[i]` is a resource name or None. `context` maps each context
+        key to a column (a numpy array or a sequence, one value per request);
+        only the keys conditions read are converted.
         """
-        allowed, _ = self._check_batch(*_columns(handles, actions), resources, False)
+        allowed, _ = self._check_batch(*_columns(handles, actions), resources, False, _context(context))
         return allowed
 
     def check_batch_reasons(
@@ -113,9 +154,10 @@ class Engine(IdentityMixin, _core.Engine):
         handles: npt.ArrayLike,
         actions: npt.ArrayLike,
         resources: Sequence[str | None] | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
         """Like `check_batch`, plus each decision's reason code (index into `charter.REASONS`)."""
-        allowed, reasons = self._check_batch(*_columns(handles, actions), resources, True)
+        allowed, reasons = self._check_batch(*_columns(handles, actions), resources, True, _context(context))
         assert reasons is not None
         return allowed, reasons
 
@@ -126,9 +168,10 @@ class Engine(IdentityMixin, _core.Engine):
         resource: str | None = None,
         context: Mapping[str, Any] | None = None,
     ) -> Explanation:
-        """The decision and its full derivation: the chain, each level's roles, the entries that matched."""
-        del context  # read by conditions; none can be written yet
-        return Explanation(msgspec.json.decode(self._explain_json(principal, action, resource)))
+        """The decision and its full derivation: the chain, each level's roles, the entries that
+        matched, each `when` condition's outcome and, on failure, the sub-expression and values."""
+        ctx = None if context is None else dict(context)
+        return Explanation(msgspec.json.decode(self._explain_json(principal, action, resource, ctx)))
 
     def require(
         self,
@@ -142,6 +185,14 @@ class Engine(IdentityMixin, _core.Engine):
         if not decision:
             raise PermissionDenied(decision, str(action), principal)
         return decision
+
+
+def _context(context: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if context is None:
+        return None
+    if not isinstance(context, Mapping):
+        raise _invalid("context must be a mapping of key -> column (array or sequence)")
+    return dict(context)
 
 
 def _columns(handles: npt.ArrayLike, actions: npt.ArrayLike) -> tuple[Any, Any]:

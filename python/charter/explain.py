@@ -34,6 +34,8 @@ class Explanation:
             f"  reason: {d['reason']}{rule} (policy {d['policy_version']})",
             f"  {d['why']}",
         ]
+        if d.get("detail"):
+            lines.append(f"  detail: {d['detail']}")
         chain = data.get("chain") or []
         if chain:
             lines.append("  chain, the subject first; every level must allow:")
@@ -52,4 +54,19 @@ class Explanation:
                 else:
                     mark = "resource did not match"
                 lines.append(f"       {e['effect']:5} {e['rule']}{scope}: {mark}")
+                if e.get("when") is not None:
+                    outcome = e.get("condition") or "not evaluated"
+                    lines.append(f"             when {e['when']} -> {outcome}")
+                    failure = e.get("failure")
+                    if failure:
+                        lines.append(f"             {failure['message']}")
+        guards = data.get("guards") or []
+        if guards:
+            lines.append("  guards on this action (checked once every level allows):")
+        for g in guards:
+            scope = f" on {', '.join(g['on'])}" if g.get("on") else ""
+            outcome = g.get("condition") or "not applicable"
+            lines.append(f"     {g['rule']}{scope}: require {g['require']} -> {outcome}")
+            if g.get("failure"):
+                lines.append(f"       {g['failure']['message']}")
         return "\n".join(lines)

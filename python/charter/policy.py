@@ -80,6 +80,16 @@ class Template(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     description: str | None = None
 
 
+class Guard(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A `[[guards]]` table: requests for `actions` on `on` are denied (`guard_failed`) unless
+    `require` holds, whatever the roles say. `on`/`actions` absent: every resource/action."""
+
+    require: str
+    on: list[str] | None = None
+    actions: list[str] | None = None
+    reason: str | None = None
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A whole policy document."""
 
@@ -90,6 +100,7 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     templates: dict[str, Template] = {}
     quotas: dict[str, Quota] = {}
     costs: dict[str, Annotated[int, msgspec.Meta(ge=1, le=4294967295)]] = {}
+    guards: list[Guard] = []
 
 
 PolicySource = Policy | Mapping[str, Any] | str | os.PathLike[str]
@@ -132,6 +143,7 @@ class _Document(msgspec.Struct, forbid_unknown_fields=True):
     templates: dict[str, Any] = {}
     quotas: dict[str, Any] = {}
     costs: dict[str, Any] = {}
+    guards: list[Guard] = []
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -184,6 +196,7 @@ def from_dict(data: Mapping[str, Any], *, source: str | None = None) -> Policy:
         templates=_section(doc.templates, Template, "templates", source),
         quotas=_section(doc.quotas, Quota, "quotas", source),
         costs=_section(doc.costs, Annotated[int, msgspec.Meta(ge=1, le=4294967295)], "costs", source),
+        guards=doc.guards,
     )
     try:
         return _normalise(policy)

@@ -33,6 +33,15 @@ impl ActionSet {
         s
     }
 
+    /// Remove `action` (a no-op if absent).
+    #[inline]
+    pub fn remove(&mut self, action: u32) {
+        let (w, b) = split(action);
+        if let Some(word) = self.words.get_mut(w) {
+            *word &= !(1u64 << b);
+        }
+    }
+
     /// Add `action`; out-of-universe ids are ignored (they cannot be requested).
     #[inline]
     pub fn insert(&mut self, action: u32) {

@@ -12,6 +12,7 @@ use crate::policy::{
 };
 use crate::reason::Reason;
 use crate::registry::{make_handle, split_handle, state, Slots, NEVER};
+use crate::request::{AgentFacts, Columns, Context, Hooks, Identity, RequestEnv};
 use crate::rights::Rights;
 use crate::snapshot::{
     ChainKey, Chains, Fast, RightsCache, Snapshot, NO_CHAIN, NO_QUOTA, NO_SCOPE,
@@ -73,6 +74,9 @@ pub struct Decision {
     pub rule: Option<RuleId>,
     /// For a quota denial: when the same request would be admitted.
     pub retry_after_ns: Option<u64>,
+    /// What a condition, guard or hook said, when one decided (the failing
+    /// sub-expression and the values seen, a guard's reason...).
+    pub detail: Option<String>,
     /// The policy the decision was made under.
     pub snapshot: Arc<Snapshot>,
 }
@@ -167,7 +171,7 @@ pub(crate) struct Index {
     table: HashTable<u32>,
     pub(crate) ids: Vec<Box<str>>,
     hasher: DefaultHashBuilder,
-    principals: FxHashMap<Box<str>, (u32, u32)>,
+    pub(crate) principals: FxHashMap<Box<str>, (u32, u32)>,
 }
 
 impl Index {
@@ -228,11 +232,12 @@ pub(crate) struct Writer {
 }
 
 /// A decision's outcome inside the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Outcome {
     reason: Reason,
     rule: Option<RuleId>,
     retry_after_ns: Option<u64>,
+    detail: Option<String>,
 }
 
 impl Outcome {
@@ -241,6 +246,7 @@ impl Outcome {
             reason,
             rule: None,
             retry_after_ns: None,
+            detail: None,
         }
     }
 }
@@ -318,12 +324,36 @@ impl Engine {
 
     // ---------------------------------------------------------------- checks
 
-    /// Decide one request.
+    /// Decide one request without context.
     pub fn check(
         &self,
         subject: Subject<'_>,
         action: Action<'_>,
         resource: Option<&str>,
+    ) -> Decision {
+        self.check_with(subject, action, resource, None)
+    }
+
+    /// Decide one request; `context` is what `context.*` in conditions reads.
+    pub fn check_with(
+        &self,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+        context: Option<&dyn Context>,
+    ) -> Decision {
+        self.check_hooked(subject, action, resource, context, None)
+    }
+
+    /// Decide one request with `hooks` to run the policy's hooks (without
+    /// them, an entry with a hook that would decide is `hook_error`).
+    pub fn check_hooked(
+        &self,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+        context: Option<&dyn Context>,
+        hooks: Option<&dyn Hooks>,
     ) -> Decision {
         let now = self.clock.now_ns();
         let mut snap = self.snapshot.load_full();
@@ -333,17 +363,19 @@ impl Engine {
                 reason: Reason::Frozen,
                 rule: None,
                 retry_after_ns: None,
+                detail: None,
                 snapshot: snap,
             };
         }
         for _ in 0..2 {
-            match self.decide(&snap, subject, action, resource, now) {
+            match self.decide(&snap, subject, action, resource, context, hooks, now) {
                 Ok(v) => {
                     return Decision {
                         allowed: v.reason == Reason::Granted,
                         reason: v.reason,
                         rule: v.rule,
                         retry_after_ns: v.retry_after_ns,
+                        detail: v.detail,
                         snapshot: snap,
                     }
                 }
@@ -357,16 +389,20 @@ impl Engine {
             reason: Reason::InternalError,
             rule: None,
             retry_after_ns: None,
+            detail: None,
             snapshot: snap,
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         snap: &Snapshot,
         subject: Subject<'_>,
         action: Action<'_>,
         resource: Option<&str>,
+        context: Option<&dyn Context>,
+        hooks: Option<&dyn Hooks>,
         now: u64,
     ) -> Result<Outcome, Missing> {
         let resolved = match subject {
@@ -400,16 +436,79 @@ impl Engine {
                 return Ok(Outcome::denied(Reason::InvalidResource));
             }
         }
-        let v = rights.decide(policy, a, resource);
+        let who = || self.identity(snap, owner);
+        let env = RequestEnv::new(policy, context, resource, &who, now).with_hooks(hooks);
+        let v = rights.decide(policy, a, resource, &env);
         let mut out = Outcome {
             reason: v.reason,
             rule: v.rule,
             retry_after_ns: None,
+            detail: v.detail,
         };
         if rights.has_quota() {
             self.quota_stage(policy, rights, owner, a, now, &mut out);
         }
         Ok(out)
+    }
+
+    /// Who `owner` is, for conditions reading `agent.*` or `principal.*`
+    /// (only then: it takes the writer lock to read the agent's metadata).
+    #[cold]
+    pub(crate) fn identity(&self, snap: &Snapshot, owner: Owner) -> Identity {
+        let w = self.writer.lock();
+        let index = self.index.read();
+        let id_of = |slot: u32| {
+            index
+                .ids
+                .get(slot as usize)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        };
+        let (agent, pid) = match owner {
+            Owner::Principal(pid) => (None, pid),
+            Owner::Agent(slot) => match w.metas.get(slot as usize) {
+                None => (None, NONE),
+                Some(m) => {
+                    let delegator = if m.parent != NONE {
+                        Some(id_of(m.parent))
+                    } else if m.principal != NONE {
+                        Some(w.chains.principals.name(m.principal).to_string())
+                    } else {
+                        None
+                    };
+                    let facts = AgentFacts {
+                        id: id_of(slot),
+                        template: w.chains.templates.name(m.template).to_string(),
+                        depth: u32::from(m.depth),
+                        delegator,
+                        created_at_ns: m.created_ns,
+                    };
+                    (Some(facts), m.principal)
+                }
+            },
+        };
+        let principal_id = (pid != NONE).then(|| w.chains.principals.name(pid).to_string());
+        let principal = principal_id
+            .as_deref()
+            .and_then(|p| snap.principals.get(p).cloned());
+        let mut chain = Vec::new();
+        if let Owner::Agent(slot) = owner {
+            let mut cur = slot;
+            while let Some(m) = w.metas.get(cur as usize) {
+                chain.push(id_of(cur));
+                if m.parent == NONE || chain.len() > 64 {
+                    break;
+                }
+                cur = m.parent;
+            }
+        }
+        chain.extend(principal_id.clone());
+        Identity {
+            agent,
+            chain,
+            principal_id,
+            principal,
+        }
     }
 
     /// Charge an allowed request; count a denial for the breaker (cold).
@@ -482,10 +581,28 @@ impl Engine {
         actions: &[u32],
         resources: Option<&[Option<&str>]>,
         allowed: &mut [bool],
+        reasons: Option<&mut [u8]>,
+    ) -> Result<()> {
+        self.check_batch_with(handles, actions, resources, None, None, allowed, reasons)
+    }
+
+    /// [`Engine::check_batch`] with a context per request, as columns, and
+    /// `hooks` to run the policy's hooks (called only for the requests
+    /// that reach an entry with one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_batch_with(
+        &self,
+        handles: &[u64],
+        actions: &[u32],
+        resources: Option<&[Option<&str>]>,
+        context: Option<&Columns>,
+        hooks: Option<&(dyn Hooks + Sync)>,
+        allowed: &mut [bool],
         mut reasons: Option<&mut [u8]>,
     ) -> Result<()> {
         let n = handles.len();
         let lengths_ok = actions.len() == n
+            && context.is_none_or(|c| c.has_rows(n))
             && allowed.len() == n
             && resources.is_none_or(|r| r.len() == n)
             && reasons.as_ref().is_none_or(|r| r.len() == n);
@@ -560,7 +677,18 @@ impl Engine {
                     let decided = match *chain {
                         Ok(c) => {
                             let owner = Owner::Agent(split_handle(handles[i]).0 as u32);
-                            self.batch_one(&snap, c, owner, a, resource, now, reasons.is_some())
+                            let row = context.map(|cols| cols.row(i));
+                            let ctx = row.as_ref().map(|r| r as &dyn Context);
+                            self.batch_one(
+                                &snap,
+                                c,
+                                owner,
+                                a,
+                                resource,
+                                (ctx, hooks.map(|h| h as &dyn Hooks)),
+                                now,
+                                reasons.is_some(),
+                            )
                         }
                         Err(why) => Some(why),
                     };
@@ -596,6 +724,7 @@ impl Engine {
         owner: Owner,
         a: u32,
         resource: Option<&str>,
+        (context, hooks): (Option<&dyn Context>, Option<&dyn Hooks>),
         now: u64,
         want_reason: bool,
     ) -> Option<Reason> {
@@ -609,19 +738,27 @@ impl Engine {
             // Same precedence as `check`: the identity's own problem first.
             return Some(snap.rights(chain)?.problem.unwrap_or(why));
         }
-        if snap.has_quota(chain) {
-            // Charged (or counted for the breaker) exactly as a single check.
+        if snap.needs_general(chain) {
+            // Conditions read the request, and quotas are charged (or
+            // denials counted for the breaker), exactly as a single check.
             let rights = snap.rights(chain)?;
             if let Some(p) = rights.problem {
                 return Some(p);
             }
-            let v = rights.decide(policy, a, resource);
+            let who = || self.identity(snap, owner);
+            let env = RequestEnv::new(policy, context, resource, &who, now)
+                .with_hooks(hooks)
+                .without_detail();
+            let v = rights.decide(policy, a, resource, &env);
             let mut out = Outcome {
                 reason: v.reason,
                 rule: v.rule,
                 retry_after_ns: None,
+                detail: None,
             };
-            self.quota_stage(policy, rights, owner, a, now, &mut out);
+            if rights.has_quota() {
+                self.quota_stage(policy, rights, owner, a, now, &mut out);
+            }
             return Some(out.reason);
         }
         match snap.fast(chain, a, resource.is_some()) {

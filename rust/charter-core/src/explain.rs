@@ -1,11 +1,14 @@
 //! `explain`: the full derivation of one decision, as data. Slow path: it
 //! takes the writer lock to walk the delegation chain's metadata.
 
+use crate::charge::Owner;
+use crate::cond::{Env, Outcome};
 use crate::engine::{Action, Engine, Subject, NONE};
 use crate::pattern::{split_resource, validate_resource};
 use crate::policy::{CompiledPolicy, Effect};
 use crate::registry::split_handle;
-use crate::rights::{Level, LevelOutcome};
+use crate::request::{Context, Hooks, RequestEnv};
+use crate::rights::{rule_matches, Level, LevelOutcome};
 use serde_json::{json, Value};
 
 impl Engine {
@@ -18,7 +21,32 @@ impl Engine {
         action: Action<'_>,
         resource: Option<&str>,
     ) -> Value {
-        let d = self.check(subject, action, resource);
+        self.explain_with(subject, action, resource, None)
+    }
+
+    /// [`Engine::explain`] with the request's context: each `when`
+    /// condition's outcome and, on failure, the sub-expression and values.
+    pub fn explain_with(
+        &self,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+        context: Option<&dyn Context>,
+    ) -> Value {
+        self.explain_hooked(subject, action, resource, context, None)
+    }
+
+    /// [`Engine::explain_with`], running hooks through `hooks` (each hook
+    /// that decides is called once for the decision and once per level).
+    pub fn explain_hooked(
+        &self,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+        context: Option<&dyn Context>,
+        hooks: Option<&dyn Hooks>,
+    ) -> Value {
+        let d = self.check_hooked(subject, action, resource, context, hooks);
         let snap = d.snapshot.clone();
         let policy = &*snap.policy;
         let action_id = match action {
@@ -88,6 +116,21 @@ impl Engine {
             }
         }
 
+        let owner = match (slot, subject) {
+            (Some(slot), _) => Some(Owner::Agent(slot)),
+            (None, Subject::Id(id)) => self
+                .index
+                .read()
+                .principals
+                .get(id)
+                .map(|&(_, pid)| Owner::Principal(pid)),
+            (None, Subject::Handle(_)) => None,
+        };
+        let who = || owner.map(|o| self.identity(&snap, o)).unwrap_or_default();
+        let valid_resource = resource.filter(|_| resource_ok);
+        let env =
+            RequestEnv::new(policy, context, valid_resource, &who, self.now_ns()).with_hooks(hooks);
+
         let mut chain = Vec::new();
         for (kind, id, template) in &subjects {
             let roles: Option<Vec<u32>> = match (kind, template) {
@@ -112,36 +155,108 @@ impl Engine {
                         .map(|r| &*r.name)
                         .collect::<Vec<_>>());
                     if let Some(a) = a.filter(|_| resource_ok) {
-                        let (outcome, rule) = match level.decide(policy, a, segs.as_deref()) {
-                            LevelOutcome::Allow(r) => ("allow", Some(r)),
-                            LevelOutcome::Deny(r) => ("deny", Some(r)),
-                            LevelOutcome::NoGrant => ("no_grant", None),
-                        };
+                        let mut detail = None;
+                        let (outcome, rule) =
+                            match level.decide(policy, a, segs.as_deref(), &env, &mut detail) {
+                                LevelOutcome::Allow(r) => ("allow", Some(r)),
+                                LevelOutcome::Deny(r) => ("deny", Some(r)),
+                                LevelOutcome::NoGrant => ("no_grant", None),
+                                LevelOutcome::ConditionFailed(r) => ("condition_failed", Some(r)),
+                                LevelOutcome::HookDenied(r) => ("hook_denied", Some(r)),
+                                LevelOutcome::HookError(r) => ("hook_error", Some(r)),
+                            };
                         entry["outcome"] = json!(outcome);
                         entry["rule"] = json!(rule
                             .and_then(|r| policy.rules.get(r as usize))
                             .map(|r| &*r.path));
-                        entry["entries"] = entries(policy, &level, a, segs.as_deref());
+                        if let Some(detail) = detail {
+                            entry["detail"] = json!(detail);
+                        }
+                        entry["entries"] = entries(policy, &level, a, segs.as_deref(), &env);
                     }
                 }
             }
             chain.push(entry);
         }
-        json!({
-            "decision": {
-                "allowed": d.allowed, "reason": d.reason.as_str(), "rule": d.rule_path(),
-                "policy_version": d.policy_version(), "why": d.reason.describe(),
-            },
+        let mut decision = json!({
+            "allowed": d.allowed, "reason": d.reason.as_str(), "rule": d.rule_path(),
+            "policy_version": d.policy_version(), "why": d.reason.describe(),
+        });
+        if let Some(detail) = &d.detail {
+            decision["detail"] = json!(detail);
+        }
+        let guards = match action_id.filter(|_| resource_ok) {
+            Some(a) => guards(policy, a, segs.as_deref(), &env),
+            None => Value::Array(Vec::new()),
+        };
+        let mut out = json!({
+            "decision": decision,
             "subject": subject_info,
             "action": action_name,
             "resource": resource,
             "chain": chain,
-        })
+        });
+        // Only requests for a guarded action have the key.
+        if guards.as_array().is_some_and(|g| !g.is_empty()) {
+            out["guards"] = guards;
+        }
+        out
     }
 }
 
+/// Every guard covering action `a`: whether its `on` matched and, if so,
+/// its `require`'s outcome.
+fn guards(policy: &CompiledPolicy, a: u32, segs: Option<&[&str]>, env: &dyn Env) -> Value {
+    let mut out = Vec::new();
+    for g in policy.guards.iter() {
+        let Some(rule) = policy.rules.get(g.rule as usize) else {
+            continue;
+        };
+        if !rule.actions.contains(a) {
+            continue;
+        }
+        let matched = rule_matches(policy, rule, segs);
+        let mut e = json!({
+            "rule": &*rule.path,
+            "on": rule.patterns.as_ref().map(|ps| ps
+                .iter()
+                .filter_map(|p| policy.patterns.get(*p as usize))
+                .map(|p| p.source())
+                .collect::<Vec<_>>()),
+            "require": rule.when.as_ref().map(|c| c.source()),
+            "reason": &*g.reason,
+            "matched": matched,
+        });
+        let outcome = rule
+            .when
+            .as_ref()
+            .filter(|_| matched)
+            .map(|c| c.evaluate(env));
+        e["condition"] = json!(match &outcome {
+            None => None,
+            Some(Outcome::True) => Some("true"),
+            Some(Outcome::False) => Some("false"),
+            Some(Outcome::Error(_)) => Some("error"),
+        });
+        if let Some(Outcome::Error(f)) = outcome {
+            e["failure"] = json!({
+                "kind": f.kind.as_str(), "at": f.path_or_expr,
+                "detail": f.detail, "message": f.to_string(),
+            });
+        }
+        out.push(e);
+    }
+    Value::Array(out)
+}
+
 /// Every entry of `level` covering action `a`, and whether it matched.
-fn entries(policy: &CompiledPolicy, level: &Level, a: u32, segs: Option<&[&str]>) -> Value {
+fn entries(
+    policy: &CompiledPolicy,
+    level: &Level,
+    a: u32,
+    segs: Option<&[&str]>,
+    env: &dyn Env,
+) -> Value {
     let mut out = Vec::new();
     for role in level
         .roles
@@ -162,21 +277,30 @@ fn entries(policy: &CompiledPolicy, level: &Level, a: u32, segs: Option<&[&str]>
                     .map(|p| p.source())
                     .collect()
             });
-            let matched = match (&rule.patterns, segs) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some(ps), Some(s)) => ps.iter().any(|p| {
-                    policy
-                        .patterns
-                        .get(*p as usize)
-                        .is_some_and(|p| p.matches(s))
-                }),
-            };
-            out.push(json!({
+            let matched = rule_matches(policy, rule, segs);
+            let mut e = json!({
                 "rule": &*rule.path, "role": &*role.name,
                 "effect": if rule.effect == Effect::Allow { "allow" } else { "deny" },
                 "on": on, "matched": matched,
-            }));
+            });
+            if let Some(c) = &rule.when {
+                e["when"] = json!(c.source());
+                // Evaluated only where the entry's action and resource match.
+                let (outcome, failure) = match matched.then(|| c.evaluate(env)) {
+                    None => (None, None),
+                    Some(Outcome::True) => (Some("true"), None),
+                    Some(Outcome::False) => (Some("false"), None),
+                    Some(Outcome::Error(f)) => (Some("error"), Some(f)),
+                };
+                e["condition"] = json!(outcome);
+                if let Some(f) = failure {
+                    e["failure"] = json!({
+                        "kind": f.kind.as_str(), "at": f.path_or_expr,
+                        "detail": f.detail, "message": f.to_string(),
+                    });
+                }
+            }
+            out.push(e);
         }
     }
     Value::Array(out)

@@ -9,6 +9,7 @@
 pub mod bitset;
 pub mod charge;
 pub mod clock;
+pub mod cond;
 pub mod engine;
 pub mod error;
 pub mod explain;
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod quota;
 pub mod reason;
 pub mod registry;
+pub mod request;
 pub mod rights;
 pub mod snapshot;
 pub mod table;

@@ -49,10 +49,19 @@ pub enum Reason {
     Suspended = 20,
     /// The engine is frozen: the kill switch denies everything.
     Frozen = 21,
+    /// An allow entry's `when` condition was false or could not be evaluated,
+    /// and no other allow entry granted the request.
+    ConditionFailed = 22,
+    /// Every role allowed it, but a policy-wide guard's `require` did not hold.
+    GuardFailed = 23,
+    /// A Python hook refused the request.
+    HookDenied = 24,
+    /// A Python hook raised, returned something that is not a bool, or is not registered.
+    HookError = 25,
 }
 
 /// Every reason, indexed by its code.
-pub const ALL_REASONS: [Reason; 22] = [
+pub const ALL_REASONS: [Reason; 26] = [
     Reason::Granted,
     Reason::DeniedByRule,
     Reason::NoGrant,
@@ -75,6 +84,10 @@ pub const ALL_REASONS: [Reason; 22] = [
     Reason::ConcurrencyLimit,
     Reason::Suspended,
     Reason::Frozen,
+    Reason::ConditionFailed,
+    Reason::GuardFailed,
+    Reason::HookDenied,
+    Reason::HookError,
 ];
 
 impl Reason {
@@ -103,6 +116,10 @@ impl Reason {
             Reason::ConcurrencyLimit => "concurrency_limit",
             Reason::Suspended => "suspended",
             Reason::Frozen => "frozen",
+            Reason::ConditionFailed => "condition_failed",
+            Reason::GuardFailed => "guard_failed",
+            Reason::HookDenied => "hook_denied",
+            Reason::HookError => "hook_error",
         }
     }
 
@@ -146,6 +163,14 @@ impl Reason {
             }
             Reason::Suspended => "the agent, a delegator or the principal is suspended",
             Reason::Frozen => "the engine is frozen (kill switch): every request is denied",
+            Reason::ConditionFailed => {
+                "an allow entry matched but its `when` condition was false or could not be evaluated"
+            }
+            Reason::GuardFailed => "a policy-wide guard on the resource or action did not hold",
+            Reason::HookDenied => "a policy hook refused the request",
+            Reason::HookError => {
+                "a policy hook failed (raised, returned a non-bool, or is not registered)"
+            }
             Reason::MalformedRequest => {
                 "the request is malformed (a principal, action or resource of the wrong type)"
             }

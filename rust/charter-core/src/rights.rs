@@ -9,9 +9,11 @@
 //! entry by entry.
 
 use crate::bitset::ActionSet;
+use crate::cond::{Env, Outcome};
 use crate::policy::{ActionId, CompiledPolicy, Effect, QuotaId, RoleId, RuleId};
 use crate::quota::BreakerConfig;
 use crate::reason::Reason;
+use crate::request::{HookOutcome, Request};
 use std::sync::Arc;
 
 /// Word groups per chain in the snapshot's dense table (see [`Rights::fast_groups`]).
@@ -29,6 +31,14 @@ pub enum LevelOutcome {
     Deny(RuleId),
     /// Nothing granted it.
     NoGrant,
+    /// No allow entry granted it, but this one matched except for its
+    /// `when` condition (false, or not evaluable).
+    ConditionFailed(RuleId),
+    /// The hook of the deciding entry refused.
+    HookDenied(RuleId),
+    /// The hook of the deciding entry failed (raised, returned a non-bool,
+    /// is not registered).
+    HookError(RuleId),
 }
 
 /// The compiled rights of one set of roles.
@@ -45,6 +55,12 @@ pub struct Level {
     first_deny_any: Box<[RuleId]>,
     /// Resource-scoped rules of the closure, denies then allows, document order.
     scoped_rules: Box<[RuleId]>,
+    /// Actions covered by an entry with a `when` condition: decided entry
+    /// by entry over `all_rules`.
+    dynamic: ActionSet,
+    /// Every rule of the closure, denies then allows, document order (only
+    /// kept when `dynamic` is not empty).
+    all_rules: Box<[RuleId]>,
 }
 
 /// How one level treats one action regardless of the resource.
@@ -76,9 +92,12 @@ impl Level {
             first_allow_any: vec![NO_RULE; n].into_boxed_slice(),
             first_deny_any: vec![NO_RULE; n].into_boxed_slice(),
             scoped_rules: Box::new([]),
+            dynamic: ActionSet::empty(n),
+            all_rules: Box::new([]),
         };
         let mut scoped_denies = Vec::new();
         let mut scoped_allows = Vec::new();
+        let (mut all_denies, mut all_allows) = (Vec::new(), Vec::new());
         for role in &closure {
             let Some(role) = policy.roles.get(*role as usize) else {
                 continue;
@@ -87,6 +106,16 @@ impl Level {
                 let Some(rule) = policy.rules.get(*rid as usize) else {
                     continue;
                 };
+                match rule.effect {
+                    Effect::Allow => all_allows.push(*rid),
+                    Effect::Deny => all_denies.push(*rid),
+                }
+                if rule.when.is_some() || rule.hook.is_some() {
+                    // Never in the static sets: `dynamic` routes its actions
+                    // to the entry-by-entry walk, which sees every rule.
+                    l.dynamic.union_with(&rule.actions);
+                    continue;
+                }
                 match (rule.effect, rule.patterns.is_some()) {
                     (Effect::Allow, false) => {
                         l.allow_any.union_with(&rule.actions);
@@ -109,12 +138,18 @@ impl Level {
         }
         scoped_denies.extend(scoped_allows);
         l.scoped_rules = scoped_denies.into_boxed_slice();
+        if !l.dynamic.is_empty() {
+            all_denies.extend(all_allows);
+            l.all_rules = all_denies.into_boxed_slice();
+        }
         l.roles = closure.into_boxed_slice();
         l
     }
 
     fn class(&self, a: ActionId) -> Class {
-        if self.deny_any.contains(a) {
+        if self.dynamic.contains(a) {
+            Class::Depends
+        } else if self.deny_any.contains(a) {
             Class::Deny
         } else if self.deny_scoped.contains(a) {
             Class::Depends
@@ -127,13 +162,26 @@ impl Level {
         }
     }
 
-    /// Decide one request at this level. `resource` is the split, validated name.
+    /// Whether some entry covering `a` has a `when` condition.
+    #[inline(always)]
+    pub fn is_dynamic(&self, a: ActionId) -> bool {
+        self.dynamic.contains(a)
+    }
+
+    /// Decide one request at this level. `resource` is the split, validated
+    /// name; `env` is read only by `when` conditions, and `detail` receives
+    /// why a condition decided (a failure, or a false condition).
     pub fn decide(
         &self,
         policy: &CompiledPolicy,
         a: ActionId,
         resource: Option<&[&str]>,
+        req: &dyn Request,
+        detail: &mut Option<String>,
     ) -> LevelOutcome {
+        if self.dynamic.contains(a) {
+            return self.decide_dynamic(policy, a, resource, req, detail);
+        }
         if self.deny_any.contains(a) {
             return LevelOutcome::Deny(rule_at(&self.first_deny_any, a));
         }
@@ -170,11 +218,200 @@ impl Level {
         LevelOutcome::NoGrant
     }
 
+    /// Entry by entry, denies first: a deny whose condition holds or cannot
+    /// be evaluated denies (if it has a hook, the hook says whether it
+    /// applies; a failing hook denies); then the first allow without a hook
+    /// whose condition holds grants; else the first allow with a hook whose
+    /// condition holds decides by its hook. An allow skipped only for its
+    /// condition is reported.
+    #[cold]
+    fn decide_dynamic(
+        &self,
+        policy: &CompiledPolicy,
+        a: ActionId,
+        resource: Option<&[&str]>,
+        req: &dyn Request,
+        detail: &mut Option<String>,
+    ) -> LevelOutcome {
+        let env = req.env();
+        let action = policy.actions.get(a as usize).map_or("", |s| &**s);
+        let mut skipped: Option<(RuleId, String)> = None;
+        let mut hooked: Option<RuleId> = None;
+        for rid in self.all_rules.iter().copied() {
+            let Some(rule) = policy.rules.get(rid as usize) else {
+                continue;
+            };
+            if !rule.actions.contains(a) || !rule_matches(policy, rule, resource) {
+                continue;
+            }
+            let outcome = rule
+                .when
+                .as_ref()
+                .map_or(Outcome::True, |c| c.evaluate(env));
+            match (rule.effect, outcome) {
+                (Effect::Deny, Outcome::True) => match &rule.hook {
+                    None => return LevelOutcome::Deny(rid),
+                    Some(h) => match req.run_hook(h, &rule.path, action) {
+                        HookOutcome::Allow => return LevelOutcome::Deny(rid),
+                        HookOutcome::Deny(_) => {}
+                        HookOutcome::Error(e) => {
+                            *detail = Some(e);
+                            return LevelOutcome::HookError(rid);
+                        }
+                    },
+                },
+                (Effect::Deny, Outcome::Error(f)) => {
+                    *detail = Some(format!("deny condition could not be evaluated: {f}"));
+                    return LevelOutcome::Deny(rid);
+                }
+                (Effect::Deny, Outcome::False) => {}
+                (Effect::Allow, Outcome::True) if rule.hook.is_some() => {
+                    // Consulted only if no allow without a hook grants.
+                    hooked.get_or_insert(rid);
+                }
+                (Effect::Allow, Outcome::True) => return LevelOutcome::Allow(rid),
+                (Effect::Allow, Outcome::False) => {
+                    if skipped.is_none() {
+                        let why = if req.wants_detail() {
+                            let src = rule.when.as_ref().map_or("", |c| c.source());
+                            format!("condition `{src}` is false")
+                        } else {
+                            String::new()
+                        };
+                        skipped = Some((rid, why));
+                    }
+                }
+                (Effect::Allow, Outcome::Error(f)) => {
+                    if skipped.is_none() {
+                        let why = if req.wants_detail() {
+                            f.to_string()
+                        } else {
+                            String::new()
+                        };
+                        skipped = Some((rid, why));
+                    }
+                }
+            }
+        }
+        if let Some(rid) = hooked {
+            let rule = policy.rules.get(rid as usize);
+            let (hook, path) =
+                rule.map_or(("", ""), |r| (r.hook.as_deref().unwrap_or(""), &*r.path));
+            return match req.run_hook(hook, path, action) {
+                HookOutcome::Allow => LevelOutcome::Allow(rid),
+                HookOutcome::Deny(why) => {
+                    *detail = Some(why.unwrap_or_else(|| format!("hook `{hook}` refused")));
+                    LevelOutcome::HookDenied(rid)
+                }
+                HookOutcome::Error(e) => {
+                    *detail = Some(e);
+                    LevelOutcome::HookError(rid)
+                }
+            };
+        }
+        match skipped {
+            Some((rid, why)) => {
+                *detail = Some(why);
+                LevelOutcome::ConditionFailed(rid)
+            }
+            None => LevelOutcome::NoGrant,
+        }
+    }
+
     /// Bytes used, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         self.roles.len() * 4
             + self.allow_any.heap_bytes() * 4
             + (self.first_allow_any.len() + self.first_deny_any.len() + self.scoped_rules.len()) * 4
+    }
+}
+
+/// The first guard covering the request whose `require` is false or cannot
+/// be evaluated, as a `guard_failed` verdict.
+#[cold]
+fn guard_stage(
+    policy: &CompiledPolicy,
+    a: ActionId,
+    segs: Option<&[&str]>,
+    env: &dyn Env,
+) -> Option<Verdict> {
+    for g in policy.guards.iter() {
+        let Some(rule) = policy.rules.get(g.rule as usize) else {
+            continue;
+        };
+        if !rule.actions.contains(a) || !rule_matches(policy, rule, segs) {
+            continue;
+        }
+        let outcome = rule
+            .when
+            .as_ref()
+            .map_or(Outcome::True, |c| c.evaluate(env));
+        let why = match outcome {
+            Outcome::True => continue,
+            Outcome::False => g.reason.to_string(),
+            Outcome::Error(f) => format!("{} ({f})", g.reason),
+        };
+        return Some(Verdict {
+            reason: Reason::GuardFailed,
+            rule: Some(g.rule),
+            detail: Some(why),
+        });
+    }
+    None
+}
+
+/// The env of a path that never evaluates a condition (conditions would
+/// find every attribute missing: fail closed).
+pub struct NoEnv;
+
+impl Request for NoEnv {
+    fn env(&self) -> &dyn Env {
+        self
+    }
+    fn run_hook(&self, hook: &str, _: &str, _: &str) -> HookOutcome {
+        HookOutcome::Error(format!("hook `{hook}` cannot run here"))
+    }
+}
+
+impl Env for NoEnv {
+    fn context(&self, _: &str) -> Option<&crate::cond::Value> {
+        None
+    }
+    fn resource_name(&self) -> Option<&str> {
+        None
+    }
+    fn resource_classes(&self) -> &[&str] {
+        &[]
+    }
+    fn agent(&self) -> Option<crate::cond::AgentView<'_>> {
+        None
+    }
+    fn principal_id(&self) -> Option<&str> {
+        None
+    }
+    fn principal_attribute(&self, _: &str) -> Option<&crate::cond::Value> {
+        None
+    }
+    fn now_ns(&self) -> u64 {
+        0
+    }
+}
+
+/// Whether `rule`'s resource patterns admit the request.
+pub fn rule_matches(
+    policy: &CompiledPolicy,
+    rule: &crate::policy::Rule,
+    segs: Option<&[&str]>,
+) -> bool {
+    match (&rule.patterns, segs) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(ps), Some(s)) => ps.iter().any(|p| {
+            policy
+                .patterns
+                .get(*p as usize)
+                .is_some_and(|p| p.matches(s))
+        }),
     }
 }
 
@@ -193,12 +430,14 @@ fn rule_at(table: &[RuleId], a: ActionId) -> RuleId {
 }
 
 /// The decided outcome of a whole chain for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// Why.
     pub reason: Reason,
     /// The entry that decided, if one did.
     pub rule: Option<RuleId>,
+    /// What a condition (or guard) said, when one decided.
+    pub detail: Option<String>,
 }
 
 impl Verdict {
@@ -206,6 +445,15 @@ impl Verdict {
         Verdict {
             reason,
             rule: (rule != NO_RULE).then_some(rule),
+            detail: None,
+        }
+    }
+
+    fn bare(reason: Reason) -> Verdict {
+        Verdict {
+            reason,
+            rule: None,
+            detail: None,
         }
     }
 }
@@ -239,6 +487,9 @@ pub struct Rights {
     pub scope: Option<ActionSet>,
     /// Declared actions outside `scope`: denied `out_of_scope` before any role is read.
     out_of_scope: ActionSet,
+    /// Actions some level decides entry by entry because of a `when`
+    /// condition: never in the bitsets above.
+    dynamic: ActionSet,
     /// Each level's quota (aligned with `levels`), under this policy.
     pub quotas: Box<[Option<QuotaId>]>,
     /// The subject's own template's breaker.
@@ -265,9 +516,16 @@ impl Rights {
             no_resource_delegator: ActionSet::empty(n),
             scope: None,
             out_of_scope: ActionSet::empty(n),
+            dynamic: ActionSet::empty(n),
             quotas: Box::new([]),
             breaker: None,
         }
+    }
+
+    /// Whether some action is decided by `when` conditions (the batch fast
+    /// path must send this chain to the general path).
+    pub fn has_conditions(&self) -> bool {
+        !self.dynamic.is_empty()
     }
 
     /// Whether an allowed request must be charged or a denial counted.
@@ -297,7 +555,14 @@ impl Rights {
         }
         let n = policy.action_count();
         let mut r = Rights::empty(n, None);
+        for level in &levels {
+            r.dynamic.union_with(&level.dynamic);
+        }
         for a in 0..n as ActionId {
+            if r.dynamic.contains(a) {
+                // Conditions read the request: no bitset can decide it.
+                continue;
+            }
             let mut all_allow = true;
             for (i, level) in levels.iter().enumerate() {
                 match (level.class(a), i) {
@@ -329,6 +594,16 @@ impl Rights {
         r.decided = r.deny_rule.clone();
         r.decided.union_with(&r.no_grant);
         r.decided.union_with(&r.delegator_denied);
+        // Guards can only turn an allow into a denial: an action the roles
+        // already deny whatever the request keeps its bitset answer; the
+        // others are decided request by request.
+        for a in policy.guarded.iter() {
+            if !r.decided.contains(a) && !r.dynamic.contains(a) {
+                r.allow.remove(a);
+                r.allow_no_resource.remove(a);
+                r.dynamic.insert(a);
+            }
+        }
         if let Some(scope) = &scope {
             r.out_of_scope = ActionSet::full(n);
             r.out_of_scope.subtract(scope);
@@ -349,11 +624,12 @@ impl Rights {
             None => self.allow_no_resource.contains(a),
             Some(_) if self.allow.contains(a) => true,
             Some(name) => {
-                if self.problem.is_some() || self.is_decided(a) {
+                if self.problem.is_some() || self.is_decided(a) || self.dynamic.contains(a) {
+                    // Conditions need the request's env: `decide` takes them.
                     return false;
                 }
                 let segs = crate::pattern::split_resource(name);
-                self.walk(policy, a, Some(&segs)).reason == Reason::Granted
+                self.walk(policy, a, Some(&segs), &NoEnv).reason == Reason::Granted
             }
         }
     }
@@ -363,28 +639,27 @@ impl Rights {
         self.deny_rule.contains(a) || self.no_grant.contains(a) || self.delegator_denied.contains(a)
     }
 
-    /// The full verdict for one request (validated resource name or none).
-    pub fn decide(&self, policy: &CompiledPolicy, a: ActionId, resource: Option<&str>) -> Verdict {
+    /// The full verdict for one request (validated resource name or none);
+    /// `env` is read by `when` conditions only.
+    pub fn decide(
+        &self,
+        policy: &CompiledPolicy,
+        a: ActionId,
+        resource: Option<&str>,
+        req: &dyn Request,
+    ) -> Verdict {
         if let Some(problem) = self.problem {
-            return Verdict {
-                reason: problem,
-                rule: None,
-            };
+            return Verdict::bare(problem);
         }
         if self.out_of_scope.contains(a) {
-            return Verdict {
-                reason: Reason::OutOfScope,
-                rule: None,
-            };
+            return Verdict::bare(Reason::OutOfScope);
         }
         let own = self.levels.first();
-        let granted_rule = |segs: Option<&[&str]>| match own.map(|l| l.decide(policy, a, segs)) {
-            Some(LevelOutcome::Allow(r)) => Verdict::new(Reason::Granted, r),
-            _ => Verdict {
-                reason: Reason::InternalError,
-                rule: None,
-            },
-        };
+        let granted_rule =
+            |segs: Option<&[&str]>| match own.map(|l| l.decide(policy, a, segs, req, &mut None)) {
+                Some(LevelOutcome::Allow(r)) => Verdict::new(Reason::Granted, r),
+                _ => Verdict::bare(Reason::InternalError),
+            };
         match resource {
             None if self.allow_no_resource.contains(a) => return granted_rule(None),
             Some(name) if self.allow.contains(a) => {
@@ -393,35 +668,52 @@ impl Rights {
             }
             _ => {}
         }
-        match resource {
-            None => self.walk(policy, a, None),
-            Some(name) => {
-                let segs = crate::pattern::split_resource(name);
-                self.walk(policy, a, Some(&segs))
+        let segs = resource.map(crate::pattern::split_resource);
+        let v = self.walk(policy, a, segs.as_deref(), req);
+        if v.reason == Reason::Granted && policy.guarded.contains(a) {
+            if let Some(denied) = guard_stage(policy, a, segs.as_deref(), req.env()) {
+                return denied;
             }
         }
+        v
     }
 
     /// Level by level, own first: the first level that does not allow decides.
-    fn walk(&self, policy: &CompiledPolicy, a: ActionId, segs: Option<&[&str]>) -> Verdict {
+    fn walk(
+        &self,
+        policy: &CompiledPolicy,
+        a: ActionId,
+        segs: Option<&[&str]>,
+        req: &dyn Request,
+    ) -> Verdict {
         let mut granted = NO_RULE;
         for (i, level) in self.levels.iter().enumerate() {
-            match (level.decide(policy, a, segs), i) {
-                (LevelOutcome::Allow(r), 0) => granted = r,
-                (LevelOutcome::Allow(_), _) => {}
-                (LevelOutcome::Deny(r), 0) => return Verdict::new(Reason::DeniedByRule, r),
-                (LevelOutcome::NoGrant, 0) => return Verdict::new(Reason::NoGrant, NO_RULE),
-                (LevelOutcome::Deny(r), _) => return Verdict::new(Reason::DelegatorDenied, r),
-                (LevelOutcome::NoGrant, _) => {
-                    return Verdict::new(Reason::DelegatorDenied, NO_RULE)
+            let mut detail = None;
+            let mut v = match (level.decide(policy, a, segs, req, &mut detail), i) {
+                (LevelOutcome::Allow(r), 0) => {
+                    granted = r;
+                    continue;
                 }
-            }
+                (LevelOutcome::Allow(_), _) => continue,
+                (LevelOutcome::Deny(r), 0) => Verdict::new(Reason::DeniedByRule, r),
+                (LevelOutcome::NoGrant, 0) => Verdict::new(Reason::NoGrant, NO_RULE),
+                (LevelOutcome::ConditionFailed(r), 0) => Verdict::new(Reason::ConditionFailed, r),
+                (LevelOutcome::HookDenied(r), 0) => Verdict::new(Reason::HookDenied, r),
+                (LevelOutcome::HookError(r), 0) => Verdict::new(Reason::HookError, r),
+                (
+                    LevelOutcome::Deny(r)
+                    | LevelOutcome::ConditionFailed(r)
+                    | LevelOutcome::HookDenied(r)
+                    | LevelOutcome::HookError(r),
+                    _,
+                ) => Verdict::new(Reason::DelegatorDenied, r),
+                (LevelOutcome::NoGrant, _) => Verdict::new(Reason::DelegatorDenied, NO_RULE),
+            };
+            v.detail = detail;
+            return v;
         }
         if self.levels.is_empty() {
-            return Verdict {
-                reason: Reason::InternalError,
-                rule: None,
-            };
+            return Verdict::bare(Reason::InternalError);
         }
         Verdict::new(Reason::Granted, granted)
     }
@@ -449,11 +741,15 @@ impl Rights {
         if self.delegator_denied.contains(a) {
             return Reason::DelegatorDenied;
         }
+        if self.dynamic.contains(a) {
+            // Conditions need the request's env: `decide` takes them.
+            return Reason::InternalError;
+        }
         match resource {
-            None => self.walk(policy, a, None).reason,
+            None => self.walk(policy, a, None, &NoEnv).reason,
             Some(name) => {
                 let segs = crate::pattern::split_resource(name);
-                self.walk(policy, a, Some(&segs)).reason
+                self.walk(policy, a, Some(&segs), &NoEnv).reason
             }
         }
     }

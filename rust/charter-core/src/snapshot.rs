@@ -26,6 +26,9 @@ pub const NO_SCOPE: u32 = u32::MAX;
 pub const NO_QUOTA: u32 = u32::MAX;
 /// Header bit: the chain has a quota or a breaker (the bitsets alone cannot decide).
 pub const HEADER_QUOTA: u64 = 2;
+/// Header bit: some action of the chain is decided by `when` conditions or
+/// guards, which read the request (the bitsets alone cannot decide).
+pub const HEADER_COND: u64 = 4;
 
 /// Rights-table chunks: 2^10 chains each, 2^14 chunks.
 const RIGHTS_CHUNK_BITS: u32 = 10;
@@ -143,13 +146,16 @@ impl Snapshot {
     pub fn fast_no_resource(&self, chain: u32, a: u32) -> Option<bool> {
         let word = self.word(chain, 1 + (a / 64) as usize);
         // Absent, or charged against quotas: the general path decides.
-        (self.header(chain) & (1 | HEADER_QUOTA) == 1).then_some((word >> (a % 64)) & 1 == 1)
+        (self.header(chain) & (1 | HEADER_QUOTA | HEADER_COND) == 1)
+            .then_some((word >> (a % 64)) & 1 == 1)
     }
 
-    /// Whether chain `chain` has quotas or a breaker (an allowed request must be charged).
+    /// Whether chain `chain` has quotas or a breaker (an allowed request
+    /// must be charged) or conditions (the request's env must be read): the
+    /// general path decides.
     #[inline(always)]
-    pub fn has_quota(&self, chain: u32) -> bool {
-        self.header(chain) & HEADER_QUOTA != 0
+    pub fn needs_general(&self, chain: u32) -> bool {
+        self.header(chain) & (HEADER_QUOTA | HEADER_COND) != 0
     }
 
     /// The reason code of a request without a resource, from the bitsets
@@ -160,7 +166,7 @@ impl Snapshot {
         let bit =
             |group: usize| (self.word(chain, 1 + group * self.words + w) >> (a % 64)) & 1 == 1;
         let header = self.header(chain);
-        if header == 0 || header & HEADER_QUOTA != 0 {
+        if header == 0 || header & (HEADER_QUOTA | HEADER_COND) != 0 {
             return None;
         }
         if header >> 8 != 0 {
@@ -234,8 +240,9 @@ impl Snapshot {
         }
         let Some(header) = cell(0) else { return false };
         let quota = if r.has_quota() { HEADER_QUOTA } else { 0 };
+        let cond = if r.has_conditions() { HEADER_COND } else { 0 };
         header.store(
-            1 | quota | r.problem.map_or(0, |p| u64::from(p.code()) << 8),
+            1 | quota | cond | r.problem.map_or(0, |p| u64::from(p.code()) << 8),
             Ordering::Release,
         );
         match self.rights.get_or_alloc(chain as usize) {

@@ -2,8 +2,11 @@
 //! No decision logic lives here. The Python class `charter.Engine`
 //! subclasses this one, so `check` is called without a Python frame.
 
+use crate::context::DictContext;
 use crate::errors::{self, IntoPy};
+use crate::hooks::{BatchHooks, CallHooks, Registry};
 use crate::types::{Agent, Decision, Lease, ManualClock};
+use charter_core::request::Context;
 use charter_core::{Action, Reason, Subject};
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
@@ -18,6 +21,7 @@ type BatchOut<'py> = (Bound<'py, PyArray1<bool>>, Option<Bound<'py, PyArray1<u8>
 #[pyclass(subclass, frozen, module = "charter._core")]
 pub struct Engine {
     inner: Arc<charter_core::Engine>,
+    hooks: Arc<Registry>,
 }
 
 fn parse_spec(py: Python<'_>, policy_json: &[u8]) -> PyResult<charter_core::PolicySpec> {
@@ -93,6 +97,7 @@ impl Engine {
         .py_err(py)?;
         Ok(Engine {
             inner: Arc::new(inner),
+            hooks: Arc::new(Registry::default()),
         })
     }
 
@@ -106,7 +111,11 @@ impl Engine {
         resource: Option<&Bound<'_, PyAny>>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> Decision {
-        let _ = context; // read by conditions; no condition can be written yet
+        let context = match context {
+            None => Ok(None),
+            Some(c) if c.is_none() => Ok(None),
+            Some(c) => c.cast::<PyDict>().map(Some).map_err(|_| ()),
+        };
         let resource = match resource {
             None => Ok(None),
             Some(r) if r.is_none() => Ok(None),
@@ -117,17 +126,29 @@ impl Engine {
                 .map(Some)
                 .ok_or(()),
         };
-        let (Some(s), Some(a), Ok(r)) = (subject(principal), self::action(action), resource) else {
+        let (Some(s), Some(a), Ok(r), Ok(c)) =
+            (subject(principal), self::action(action), resource, context)
+        else {
             return self.denial(Reason::MalformedRequest);
         };
-        match catch_unwind(AssertUnwindSafe(|| self.inner.check(s, a, r))) {
+        let dict = c;
+        let ctx = dict.map(DictContext::new);
+        let ctx = ctx.as_ref().map(|c| c as &dyn Context);
+        let hooks = CallHooks {
+            py: principal.py(),
+            registry: &self.hooks,
+            context: dict,
+        };
+        match catch_unwind(AssertUnwindSafe(|| {
+            self.inner.check_hooked(s, a, r, ctx, Some(&hooks))
+        })) {
             Ok(d) => Decision::from_core(d),
             Err(_) => self.denial(Reason::InternalError),
         }
     }
 
     /// Batch check over typed arrays; see `charter.Engine.check_batch`.
-    #[pyo3(signature = (handles, actions, resources, with_reasons))]
+    #[pyo3(signature = (handles, actions, resources, with_reasons, context=None))]
     fn _check_batch<'py>(
         &self,
         py: Python<'py>,
@@ -135,10 +156,34 @@ impl Engine {
         actions: PyReadonlyArray1<'py, u32>,
         resources: Option<&Bound<'py, PyAny>>,
         with_reasons: bool,
+        context: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<BatchOut<'py>> {
         let hs = handles.as_slice()?;
         let acts = actions.as_slice()?;
         let n = hs.len();
+        // Owned columns of the keys conditions read, converted before the
+        // GIL is released.
+        let cols = match context {
+            None => None,
+            Some(d) => {
+                let snap = self.inner.snapshot();
+                // Hooks see the whole context; conditions only the keys they read.
+                let all: Vec<Box<str>>;
+                let keys = if snap.policy.rules.iter().any(|r| r.hook.is_some()) {
+                    all = d
+                        .keys()
+                        .iter()
+                        .filter_map(|k| k.extract::<String>().ok().map(Box::from))
+                        .collect();
+                    &all[..]
+                } else {
+                    &snap.policy.context_keys[..]
+                };
+                let cols = crate::context::columns(d, keys, n)
+                    .map_err(|m| errors::to_py(py, charter_core::Error::InvalidArgument(m)))?;
+                Some(cols)
+            }
+        };
         // Borrow each name's UTF-8 in place: `owners` holds a reference to
         // every string, so the borrowed slices stay valid (and immutable)
         // while the GIL is released, whatever other threads do to the list.
@@ -172,12 +217,17 @@ impl Engine {
         let mut allowed = vec![false; n];
         let mut reasons = with_reasons.then(|| vec![0u8; n]);
         let engine = &self.inner;
+        let hooks = BatchHooks {
+            registry: &self.hooks,
+        };
         let outcome = py.detach(|| {
             catch_unwind(AssertUnwindSafe(|| {
-                engine.check_batch(
+                engine.check_batch_with(
                     hs,
                     acts,
                     res.as_deref(),
+                    cols.as_ref(),
+                    Some(&hooks),
                     &mut allowed,
                     reasons.as_deref_mut(),
                 )
@@ -309,7 +359,40 @@ impl Engine {
     /// Swap in a new policy (canonical JSON); returns (old version, new version).
     fn _reload(&self, py: Python<'_>, policy_json: &[u8]) -> PyResult<(String, String)> {
         let spec = parse_spec(py, policy_json)?;
+        self.check_hooks(py, &spec)?;
         self.inner.reload(spec).py_err(py)
+    }
+
+    /// Register `fn` as hook `name` (replacing any hook of that name).
+    fn register_hook(&self, py: Python<'_>, name: &str, f: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !f.is_callable() {
+            return Err(errors::to_py(
+                py,
+                charter_core::Error::InvalidArgument(format!("hook `{name}` must be callable")),
+            ));
+        }
+        self.hooks.register(name, f.clone().unbind());
+        Ok(())
+    }
+
+    /// Register `hooks`, set whether unregistered hooks are allowed, and
+    /// check the current policy's hook references (PolicyError if one is missing).
+    fn _set_hooks(
+        &self,
+        py: Python<'_>,
+        hooks: &Bound<'_, PyDict>,
+        allow_missing: bool,
+        policy_json: &[u8],
+    ) -> PyResult<()> {
+        for (k, v) in hooks.iter() {
+            let name: String = k.extract()?;
+            self.register_hook(py, &name, &v)?;
+        }
+        self.hooks
+            .allow_missing
+            .store(allow_missing, std::sync::atomic::Ordering::Relaxed);
+        let spec = parse_spec(py, policy_json)?;
+        self.check_hooks(py, &spec)
     }
 
     /// Add or replace a principal (attributes as JSON bytes).
@@ -342,13 +425,14 @@ impl Engine {
     }
 
     /// The derivation of one decision as a JSON document.
-    #[pyo3(signature = (principal, action, resource=None))]
+    #[pyo3(signature = (principal, action, resource=None, context=None))]
     fn _explain_json(
         &self,
         py: Python<'_>,
         principal: &Bound<'_, PyAny>,
         action: &Bound<'_, PyAny>,
         resource: Option<&str>,
+        context: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<String> {
         let s = required_subject(py, principal)?;
         let a = self::action(action).ok_or_else(|| {
@@ -359,7 +443,19 @@ impl Engine {
                 ),
             )
         })?;
-        let v = self.inner.explain(s, a, resource);
+        let ctx = context.map(DictContext::new);
+        let hooks = CallHooks {
+            py,
+            registry: &self.hooks,
+            context,
+        };
+        let v = self.inner.explain_hooked(
+            s,
+            a,
+            resource,
+            ctx.as_ref().map(|c| c as &dyn Context),
+            Some(&hooks),
+        );
         serde_json::to_string(&v).map_err(|e| errors::internal(py, &e.to_string()))
     }
 
@@ -467,6 +563,22 @@ fn not_names(py: Python<'_>) -> PyErr {
 }
 
 impl Engine {
+    fn check_hooks(&self, py: Python<'_>, spec: &charter_core::PolicySpec) -> PyResult<()> {
+        match self.hooks.missing(spec) {
+            None => Ok(()),
+            Some((path, name)) => Err(errors::to_py(
+                py,
+                charter_core::Error::policy(
+                    path,
+                    format!(
+                        "unknown hook `{name}`: register it (`hooks=` or `engine.register_hook`) \
+                         or load with `allow_missing_hooks=True`"
+                    ),
+                ),
+            )),
+        }
+    }
+
     #[cold]
     fn denial(&self, reason: Reason) -> Decision {
         Decision {
@@ -474,6 +586,7 @@ impl Engine {
             reason,
             rule: None,
             retry_after_ns: None,
+            detail: None,
             snapshot: self.inner.snapshot(),
         }
     }

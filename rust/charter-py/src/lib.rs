@@ -1,8 +1,10 @@
 //! `charter._core`: PyO3 glue over `charter-core`. Conversion, error mapping
 //! and GIL handling only; every decision is made in the core.
 
+mod context;
 mod engine;
 mod errors;
+mod hooks;
 mod types;
 
 use pyo3::prelude::*;
@@ -15,6 +17,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::Agent>()?;
     m.add_class::<types::ManualClock>()?;
     m.add_class::<types::Lease>()?;
+    m.add_class::<hooks::HookRequest>()?;
     let reasons: Vec<&str> = charter_core::ALL_REASONS
         .iter()
         .map(|r| r.as_str())

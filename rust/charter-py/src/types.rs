@@ -18,6 +18,7 @@ pub struct Decision {
     pub(crate) reason: Reason,
     pub(crate) rule: Option<u32>,
     pub(crate) retry_after_ns: Option<u64>,
+    pub(crate) detail: Option<String>,
     pub(crate) snapshot: Arc<charter_core::snapshot::Snapshot>,
 }
 
@@ -28,6 +29,7 @@ impl Decision {
             reason: d.reason,
             rule: d.rule,
             retry_after_ns: d.retry_after_ns,
+            detail: d.detail,
             snapshot: d.snapshot,
         }
     }
@@ -77,6 +79,13 @@ impl Decision {
         self.retry_after_ns.map(|ns| ns as f64 / 1e9)
     }
 
+    /// What a condition, guard or hook said when one decided (the failing
+    /// sub-expression and the values seen, a guard's reason), or None.
+    #[getter]
+    fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
     /// A sentence explaining the reason code.
     #[getter]
     fn why(&self) -> &'static str {
@@ -105,6 +114,10 @@ impl Decision {
         d.set_item("rule", self.rule_path())?;
         d.set_item("policy_version", self.snapshot.version())?;
         d.set_item("retry_after", self.retry_after())?;
+        // Only when a condition, guard or hook decided: most decisions have none.
+        if let Some(detail) = &self.detail {
+            d.set_item("detail", detail)?;
+        }
         Ok(d)
     }
 }

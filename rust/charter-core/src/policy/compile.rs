@@ -3,9 +3,10 @@
 //! become pattern ids, inheritance is closed, and every problem is reported
 //! with its path in the document.
 
-use super::model::{EntrySpec, OneOrMany, PolicySpec, PrincipalSpec, TemplateSpec};
+use super::model::{EntrySpec, GuardSpec, OneOrMany, PolicySpec, PrincipalSpec, TemplateSpec};
 use super::quotas::{compile_breaker, compile_costs, Quota, QuotaId};
 use crate::bitset::ActionSet;
+use crate::cond::{Condition, Map, Value};
 use crate::error::{Error, Result};
 use crate::pattern::Pattern;
 use crate::quota::BreakerConfig;
@@ -51,6 +52,21 @@ pub struct Rule {
     pub path: Box<str>,
     /// The role that declares it.
     pub role: RoleId,
+    /// Its `when` condition: the entry applies only where it holds (an
+    /// allow) or where it holds or cannot be evaluated (a deny).
+    pub when: Option<Condition>,
+    /// The Python hook consulted when the entry would decide.
+    pub hook: Option<Box<str>>,
+}
+
+/// One compiled guard: its entry in [`CompiledPolicy::rules`] (path
+/// `guards[i]`, actions, patterns, `when` = its `require`) and its reason.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// The rule holding its actions, patterns and condition.
+    pub rule: RuleId,
+    /// What a denial says.
+    pub reason: Box<str>,
 }
 
 /// One compiled role.
@@ -90,6 +106,8 @@ pub struct Principal {
     pub roles: Box<[RoleId]>,
     /// Attributes as declared.
     pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// The same attributes as conditions read them (`principal.*`).
+    pub attrs: Map,
     /// Quota shared by the principal and everything acting for it.
     pub quota: Option<QuotaId>,
 }
@@ -120,6 +138,13 @@ pub struct CompiledPolicy {
     quota_index: FxHashMap<Box<str>, QuotaId>,
     /// Budget units each action costs.
     pub costs: Box<[u32]>,
+    /// Every top-level context key a condition reads, sorted: the only keys
+    /// of a request's context worth converting.
+    pub context_keys: Box<[Box<str>]>,
+    /// Policy-wide guards, in document order.
+    pub guards: Box<[Guard]>,
+    /// The actions some guard covers.
+    pub guarded: ActionSet,
 }
 
 impl CompiledPolicy {
@@ -150,6 +175,7 @@ impl CompiledPolicy {
         Ok(Principal {
             roles: self.role_refs(&spec.roles, &format!("{path}.roles"))?,
             attributes: spec.attributes.clone(),
+            attrs: attrs_map(&spec.attributes),
             quota: self.quota_ref(&spec.quota, &format!("{path}.quota"))?,
         })
     }
@@ -185,6 +211,9 @@ impl CompiledPolicy {
             quotas: Box::new([]),
             quota_index: FxHashMap::default(),
             costs: Box::new([]),
+            context_keys: Box::new([]),
+            guards: Box::new([]),
+            guarded: ActionSet::empty(0),
         };
         c.costs = compile_costs(&c, &spec.costs)?;
         if spec.quotas.len() > usize::from(QuotaId::MAX) {
@@ -242,6 +271,31 @@ impl CompiledPolicy {
             role.closure = closure;
         }
         c.roles = roles.into_boxed_slice();
+        let mut guards = Vec::new();
+        c.guarded = ActionSet::empty(c.action_count());
+        for (i, g) in spec.guards.iter().enumerate() {
+            let path = format!("guards[{i}]");
+            let rule = c.compile_guard(g, &path, &mut builder)?;
+            c.guarded.union_with(&rule.actions);
+            let reason = g
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("guard `{path}` requires `{}`", g.require));
+            guards.push(Guard {
+                rule: rules.len() as RuleId,
+                reason: reason.into(),
+            });
+            rules.push(rule);
+        }
+        c.guards = guards.into_boxed_slice();
+        let mut keys: Vec<Box<str>> = rules
+            .iter()
+            .filter_map(|r: &Rule| r.when.as_ref())
+            .flat_map(|w| w.context_keys().iter().cloned())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        c.context_keys = keys.into_boxed_slice();
         c.rules = rules.into_boxed_slice();
 
         for (name, t) in &spec.templates {
@@ -259,6 +313,55 @@ impl CompiledPolicy {
         Ok(c)
     }
 
+    /// A guard as a deny-like rule that belongs to no role.
+    fn compile_guard(
+        &self,
+        g: &GuardSpec,
+        path: &str,
+        patterns: &mut PatternBuilder,
+    ) -> Result<Rule> {
+        let mut actions = ActionSet::empty(self.action_count());
+        match &g.actions {
+            None => actions = ActionSet::full(self.action_count()),
+            Some(list) if list.is_empty() => return Err(Error::policy(
+                format!("{path}.actions"),
+                "`actions` is empty, so the guard covers nothing; omit it to cover every action",
+            )),
+            Some(list) => {
+                for (i, a) in list.iter().enumerate() {
+                    self.expand_action(a, &format!("{path}.actions[{i}]"), &mut actions)?;
+                }
+            }
+        }
+        let on =
+            match &g.on {
+                None => None,
+                Some(list) if list.is_empty() => return Err(Error::policy(
+                    format!("{path}.on"),
+                    "`on` is empty, so the guard covers nothing; omit it to cover every resource",
+                )),
+                Some(list) => {
+                    let mut ids = Vec::new();
+                    for (i, p) in list.iter().enumerate() {
+                        patterns.resolve(p, &format!("{path}.on[{i}]"), &mut ids)?;
+                    }
+                    ids.sort_unstable();
+                    ids.dedup();
+                    Some(ids.into_boxed_slice())
+                }
+            };
+        let require = Condition::compile(&g.require, &format!("{path}.require"))?;
+        Ok(Rule {
+            effect: Effect::Deny,
+            actions,
+            patterns: on,
+            path: path.into(),
+            role: RoleId::MAX,
+            when: Some(require),
+            hook: None,
+        })
+    }
+
     fn compile_entry(
         &self,
         entry: &EntrySpec,
@@ -267,14 +370,25 @@ impl CompiledPolicy {
         path: &str,
         patterns: &mut PatternBuilder,
     ) -> Result<Rule> {
+        let mut when = None;
+        let mut hook = None;
         let (action, on) = match entry {
             EntrySpec::Action(a) => (OneOrMany::One(a.clone()), None),
             EntrySpec::Table(t) => {
-                if t.when.is_some() {
-                    return Err(unsupported(&format!("{path}.when"), "conditions (`when`)"));
+                if let Some(src) = &t.when {
+                    let wpath = format!("{path}.when");
+                    let c = Condition::compile(src, &wpath)?;
+                    // `when = "true"` is no condition at all.
+                    when = (c.constant() != Some(true)).then_some(c);
                 }
-                if t.hook.is_some() {
-                    return Err(unsupported(&format!("{path}.hook"), "hooks"));
+                if let Some(name) = &t.hook {
+                    if name.is_empty() {
+                        return Err(Error::policy(
+                            format!("{path}.hook"),
+                            "a hook name is empty",
+                        ));
+                    }
+                    hook = Some(name.as_str().into());
                 }
                 if t.approval.is_some() {
                     return Err(unsupported(&format!("{path}.approval"), "approvals"));
@@ -320,6 +434,8 @@ impl CompiledPolicy {
             patterns,
             path: path.into(),
             role,
+            when,
+            hook,
         })
     }
 
@@ -646,6 +762,11 @@ pub fn validate_principal_id(id: &str, path: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Principal attributes as conditions read them.
+fn attrs_map(a: &serde_json::Map<String, serde_json::Value>) -> Map {
+    Map::new(a.iter().map(|(k, v)| (k.as_str(), Value::from_json(v))))
 }
 
 fn unsupported(path: &str, what: &str) -> Error {

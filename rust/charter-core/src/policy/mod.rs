@@ -5,12 +5,12 @@ pub mod model;
 mod quotas;
 
 pub use compile::{
-    key, validate_principal_id, ActionId, CompiledPolicy, Effect, PatternId, Principal, Role,
-    RoleId, Rule, RuleId, Template, DEFAULT_MAX_DELEGATION_DEPTH, MAX_ACTIONS,
+    key, validate_principal_id, ActionId, CompiledPolicy, Effect, Guard, PatternId, Principal,
+    Role, RoleId, Rule, RuleId, Template, DEFAULT_MAX_DELEGATION_DEPTH, MAX_ACTIONS,
     MAX_DELEGATION_DEPTH,
 };
 pub use model::{
-    BreakerSpec, EntrySpec, EntryTable, OneOrMany, PolicySpec, PrincipalSpec, QuotaSpec, RoleSpec,
-    TemplateSpec,
+    BreakerSpec, EntrySpec, EntryTable, GuardSpec, OneOrMany, PolicySpec, PrincipalSpec, QuotaSpec,
+    RoleSpec, TemplateSpec,
 };
 pub use quotas::{Limit, Quota, QuotaId, MAX_LIMITS};

@@ -30,6 +30,28 @@ pub struct PolicySpec {
     /// Budget units an action costs (default 1), by action name.
     #[serde(default)]
     pub costs: BTreeMap<String, i64>,
+    /// Policy-wide guards: requirements every allowed request they cover must meet.
+    #[serde(default)]
+    pub guards: Vec<GuardSpec>,
+}
+
+/// A `[[guards]]` table: whatever the roles say, a request for `actions` on
+/// `on` is denied (`guard_failed`) unless `require` holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSpec {
+    /// Resource patterns or `@class` references; absent = every request,
+    /// with or without a resource.
+    #[serde(default)]
+    pub on: Option<Vec<String>>,
+    /// Action patterns; absent = every action.
+    #[serde(default)]
+    pub actions: Option<Vec<String>>,
+    /// The condition the request must meet.
+    pub require: String,
+    /// What the denial says (`Decision.detail`).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// A named quota.
