@@ -585,8 +585,7 @@ impl Engine {
             allowed: false,
             reason,
             rule: None,
-            retry_after_ns: None,
-            detail: None,
+            extra: None,
             snapshot: self.inner.snapshot(),
         }
     }

@@ -5,6 +5,23 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::Arc;
 
+/// The fields of a `Decision` that most decisions leave empty.
+pub struct Extra {
+    pub(crate) retry_after_ns: Option<u64>,
+    pub(crate) detail: Option<String>,
+}
+
+impl Extra {
+    pub(crate) fn of(retry_after_ns: Option<u64>, detail: Option<String>) -> Option<Box<Extra>> {
+        (retry_after_ns.is_some() || detail.is_some()).then(|| {
+            Box::new(Extra {
+                retry_after_ns,
+                detail,
+            })
+        })
+    }
+}
+
 /// `'text'` or `None`, as Python would print it.
 fn py_opt(s: Option<&str>) -> String {
     s.map_or_else(|| "None".to_string(), |s| format!("'{s}'"))
@@ -17,8 +34,9 @@ pub struct Decision {
     pub(crate) allowed: bool,
     pub(crate) reason: Reason,
     pub(crate) rule: Option<u32>,
-    pub(crate) retry_after_ns: Option<u64>,
-    pub(crate) detail: Option<String>,
+    /// Rarely set (quota denials, conditions, hooks, guards): boxed so the
+    /// common `Decision` object stays within one cache line.
+    pub(crate) extra: Option<Box<Extra>>,
     pub(crate) snapshot: Arc<charter_core::snapshot::Snapshot>,
 }
 
@@ -28,8 +46,7 @@ impl Decision {
             allowed: d.allowed,
             reason: d.reason,
             rule: d.rule,
-            retry_after_ns: d.retry_after_ns,
-            detail: d.detail,
+            extra: Extra::of(d.retry_after_ns, d.detail),
             snapshot: d.snapshot,
         }
     }
@@ -76,14 +93,17 @@ impl Decision {
     /// (None: not a quota denial, or never, e.g. a cost above the budget).
     #[getter]
     fn retry_after(&self) -> Option<f64> {
-        self.retry_after_ns.map(|ns| ns as f64 / 1e9)
+        self.extra
+            .as_ref()?
+            .retry_after_ns
+            .map(|ns| ns as f64 / 1e9)
     }
 
     /// What a condition, guard or hook said when one decided (the failing
     /// sub-expression and the values seen, a guard's reason), or None.
     #[getter]
     fn detail(&self) -> Option<&str> {
-        self.detail.as_deref()
+        self.extra.as_ref()?.detail.as_deref()
     }
 
     /// A sentence explaining the reason code.
@@ -115,7 +135,7 @@ impl Decision {
         d.set_item("policy_version", self.snapshot.version())?;
         d.set_item("retry_after", self.retry_after())?;
         // Only when a condition, guard or hook decided: most decisions have none.
-        if let Some(detail) = &self.detail {
+        if let Some(detail) = self.extra.as_ref().and_then(|e| e.detail.as_ref()) {
             d.set_item("detail", detail)?;
         }
         Ok(d)
