@@ -29,6 +29,7 @@ from charter.server.client import (
     batch_arrays,
     batch_request,
     check_request,
+    explain_request,
     explanation,
     raise_for,
     result_value,
@@ -229,9 +230,8 @@ class AsyncClient:
         *,
         token: str | None = None,
     ) -> Explanation:
-        if isinstance(subject, AgentInfo):
-            subject = subject.handle
-        return explanation(await self.call(p.Explain(self._rid(), subject, action, resource, context, token)))
+        req = explain_request(self._rid(), subject, action, resource, context, token)
+        return explanation(await self.call(req))
 
     async def resolve(self, agents: Sequence[str]) -> list[int | None]:
         return list(result_value(await self.call(p.Resolve(self._rid(), list(agents))))["handles"])

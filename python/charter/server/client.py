@@ -110,6 +110,14 @@ def check_request(
     return p.Check(rid, subject, action, resource, context, token)
 
 
+def explain_request(
+    rid: int, subject: Any, action: str, resource: str | None, context: Any, token: str | None
+) -> p.Explain:
+    if hasattr(subject, "handle"):
+        subject = subject.handle
+    return p.Explain(rid, subject, action, resource, context, token)
+
+
 def batch_request(
     rid: int,
     handles: npt.ArrayLike,
@@ -330,9 +338,7 @@ class Client:
         *,
         token: str | None = None,
     ) -> Explanation:
-        if isinstance(subject, AgentInfo):
-            subject = subject.handle
-        return explanation(self.call(p.Explain(self._rid(), subject, action, resource, context, token)))
+        return explanation(self.call(explain_request(self._rid(), subject, action, resource, context, token)))
 
     def resolve(self, agents: Sequence[str]) -> list[int | None]:
         """The handles of agents by id, usable on this connection (None for an unknown id).

@@ -24,11 +24,10 @@ pub const NO_CHAIN: u32 = u32::MAX;
 pub const NO_SCOPE: u32 = u32::MAX;
 /// "No quota override": the template's quota applies.
 pub const NO_QUOTA: u32 = u32::MAX;
-/// Header bit: the chain has a quota or a breaker (the bitsets alone cannot decide).
-pub const HEADER_QUOTA: u64 = 2;
-/// Header bit: some action of the chain is decided by `when` conditions or
-/// guards, which read the request (the bitsets alone cannot decide).
-pub const HEADER_COND: u64 = 4;
+/// Header bit: the bitsets alone cannot decide for this chain (it has
+/// quotas or a breaker to charge, or conditions, guards or hooks that read
+/// the request), so batches take the general path for it.
+pub const HEADER_GENERAL: u64 = 2;
 
 /// Rights-table chunks: 2^10 chains each, 2^14 chunks.
 const RIGHTS_CHUNK_BITS: u32 = 10;
@@ -145,17 +144,14 @@ impl Snapshot {
     #[inline(always)]
     pub fn fast_no_resource(&self, chain: u32, a: u32) -> Option<bool> {
         let word = self.word(chain, 1 + (a / 64) as usize);
-        // Absent, or charged against quotas: the general path decides.
-        (self.header(chain) & (1 | HEADER_QUOTA | HEADER_COND) == 1)
-            .then_some((word >> (a % 64)) & 1 == 1)
+        // Absent, or not decidable from the bits: the general path decides.
+        (self.header(chain) & (1 | HEADER_GENERAL) == 1).then_some((word >> (a % 64)) & 1 == 1)
     }
 
-    /// Whether chain `chain` has quotas or a breaker (an allowed request
-    /// must be charged) or conditions (the request's env must be read): the
-    /// general path decides.
+    /// Whether chain `chain` needs the general path (see [`HEADER_GENERAL`]).
     #[inline(always)]
     pub fn needs_general(&self, chain: u32) -> bool {
-        self.header(chain) & (HEADER_QUOTA | HEADER_COND) != 0
+        self.header(chain) & HEADER_GENERAL != 0
     }
 
     /// The reason code of a request without a resource, from the bitsets
@@ -166,7 +162,7 @@ impl Snapshot {
         let bit =
             |group: usize| (self.word(chain, 1 + group * self.words + w) >> (a % 64)) & 1 == 1;
         let header = self.header(chain);
-        if header == 0 || header & (HEADER_QUOTA | HEADER_COND) != 0 {
+        if header == 0 || header & HEADER_GENERAL != 0 {
             return None;
         }
         if header >> 8 != 0 {
@@ -239,10 +235,13 @@ impl Snapshot {
             }
         }
         let Some(header) = cell(0) else { return false };
-        let quota = if r.has_quota() { HEADER_QUOTA } else { 0 };
-        let cond = if r.has_conditions() { HEADER_COND } else { 0 };
+        let general = if r.has_quota() || r.has_conditions() {
+            HEADER_GENERAL
+        } else {
+            0
+        };
         header.store(
-            1 | quota | cond | r.problem.map_or(0, |p| u64::from(p.code()) << 8),
+            1 | general | r.problem.map_or(0, |p| u64::from(p.code()) << 8),
             Ordering::Release,
         );
         match self.rights.get_or_alloc(chain as usize) {

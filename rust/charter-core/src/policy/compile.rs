@@ -333,23 +333,7 @@ impl CompiledPolicy {
                 }
             }
         }
-        let on =
-            match &g.on {
-                None => None,
-                Some(list) if list.is_empty() => return Err(Error::policy(
-                    format!("{path}.on"),
-                    "`on` is empty, so the guard covers nothing; omit it to cover every resource",
-                )),
-                Some(list) => {
-                    let mut ids = Vec::new();
-                    for (i, p) in list.iter().enumerate() {
-                        patterns.resolve(p, &format!("{path}.on[{i}]"), &mut ids)?;
-                    }
-                    ids.sort_unstable();
-                    ids.dedup();
-                    Some(ids.into_boxed_slice())
-                }
-            };
+        let on = patterns.resolve_on(g.on.as_deref(), path, "the guard covers nothing")?;
         let require = Condition::compile(&g.require, &format!("{path}.require"))?;
         Ok(Rule {
             effect: Effect::Deny,
@@ -412,22 +396,8 @@ impl CompiledPolicy {
             };
             self.expand_action(a, &apath, &mut actions)?;
         }
-        let patterns = match on {
-            None => None,
-            Some(list) if list.is_empty() => return Err(Error::policy(
-                format!("{path}.on"),
-                "`on` is empty, so the entry matches nothing; omit `on` to cover every resource",
-            )),
-            Some(list) => {
-                let mut ids = Vec::new();
-                for (i, p) in list.iter().enumerate() {
-                    patterns.resolve(p, &format!("{path}.on[{i}]"), &mut ids)?;
-                }
-                ids.sort_unstable();
-                ids.dedup();
-                Some(ids.into_boxed_slice())
-            }
-        };
+        let patterns =
+            patterns.resolve_on(on.map(Vec::as_slice), path, "the entry matches nothing")?;
         Ok(Rule {
             effect,
             actions,
@@ -573,6 +543,31 @@ impl PatternBuilder {
                 (self.patterns.len() - 1) as PatternId
             }
         }
+    }
+
+    /// An entry's or guard's `on` at `path`: `None` (every resource), or
+    /// the sorted, deduplicated pattern ids; an empty list is an error,
+    /// since it would match nothing (`nothing` says what that means).
+    fn resolve_on(
+        &mut self,
+        on: Option<&[String]>,
+        path: &str,
+        nothing: &str,
+    ) -> Result<Option<Box<[PatternId]>>> {
+        let Some(list) = on else { return Ok(None) };
+        if list.is_empty() {
+            return Err(Error::policy(
+                format!("{path}.on"),
+                format!("`on` is empty, so {nothing}; omit `on` to cover every resource"),
+            ));
+        }
+        let mut ids = Vec::new();
+        for (i, p) in list.iter().enumerate() {
+            self.resolve(p, &format!("{path}.on[{i}]"), &mut ids)?;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(Some(ids.into_boxed_slice()))
     }
 
     fn resolve(&mut self, text: &str, path: &str, into: &mut Vec<PatternId>) -> Result<()> {
