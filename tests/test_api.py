@@ -38,6 +38,7 @@ REASONS = [
     "guard_failed",
     "hook_denied",
     "hook_error",
+    "audit_unavailable",
 ]
 
 

@@ -15,7 +15,9 @@ from typing_extensions import disjoint_base
 __all__ = [
     "BUILD_PROFILE",
     "REASONS",
+    "REASON_DESCRIPTIONS",
     "Agent",
+    "AuditSink",
     "Decision",
     "Engine",
     "HookRequest",
@@ -28,6 +30,8 @@ __version__: str
 BUILD_PROFILE: str
 """`"release"` or `"debug"`: which profile built this module (benchmarks report it)."""
 REASONS: list[str]
+REASON_DESCRIPTIONS: list[str]
+"""`REASON_DESCRIPTIONS[code]`: the reason as a sentence (what `Decision.why` says)."""
 """Reason codes by number: `REASONS[decision.reason_code] == decision.reason`."""
 
 @final
@@ -62,6 +66,9 @@ class Decision:
     def detail(self) -> str | None:
         """What a condition or guard said when one decided, e.g. `missing attribute `context.amount`: ...`,
         `condition `context.amount <= 500` is false`, or a guard's `reason`."""
+    @property
+    def decision_id(self) -> str | None:
+        """The id of the decision's audit record (`STREAM-SEQ`), or None when auditing is off."""
     def __bool__(self) -> bool: ...
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -250,3 +257,41 @@ class Engine:
         """Decide and, if allowed, hold an in-flight slot at every level whose quota caps concurrency."""
     def stats(self) -> dict[str, Any]:
         """`agents`, `slots`, `chains`, `policy_version`, `registry_bytes`."""
+    def _attach_audit(self, sink: AuditSink) -> None: ...
+    def _detach_audit(self) -> AuditSink | None: ...
+    def _audit_event(self, kind: str, fields_json: str) -> bool: ...
+
+@final
+class AuditSink:
+    """The buffer between deciding threads and the audit writer thread; see `charter.audit.writer`."""
+
+    def __new__(
+        cls,
+        *,
+        capacity: int,
+        strict: bool,
+        block_timeout: float,
+        stream: int,
+        first_seq: int,
+        hash_key: bytes,
+    ) -> AuditSink: ...
+    def take(self, prev: bytes, prefix: bytes, wait: float) -> tuple[bytes, int, int, int, bytes] | None:
+        """Wait up to `wait` seconds (GIL released) and take everything pending as one encoded, sealed batch:
+        (data, first seq, last seq, count, chain hash); None if nothing came."""
+    def request_flush(self) -> None: ...
+    def set_failed(self, failed: bool) -> None: ...
+    def close(self) -> None: ...
+    def finish(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    def take_dropped(self) -> int: ...
+    @property
+    def next_seq(self) -> int: ...
+    @property
+    def stream(self) -> int: ...
+    @property
+    def strict(self) -> bool: ...

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from charter import _core, policy
+from charter.audit.attach import AuditMixin, start_policy_audit
 from charter.authn import IdentityMixin
 from charter.errors import PermissionDenied, PolicyError
 from charter.explain import Explanation
@@ -41,10 +42,11 @@ def _compile(
     except PolicyError as err:
         err.source = err.source or source
         raise
+    start_policy_audit(engine, doc.audit, source)
     return engine
 
 
-class Engine(IdentityMixin, _core.Engine):
+class Engine(AuditMixin, IdentityMixin, _core.Engine):
     """The decision engine. Build it with `from_file`, `from_toml` or `from_dict`."""
 
     @classmethod

@@ -83,3 +83,7 @@ class AuthenticationError(CharterError):
 
 class StorageError(CharterError, OSError):
     """A key file or the revocation log cannot be used: unreadable, malformed, or readable by others."""
+
+
+class AuditError(CharterError, OSError):
+    """The audit log cannot be opened, written or read: locked by another writer, unwritable, malformed."""

@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -90,6 +90,24 @@ class Guard(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     reason: str | None = None
 
 
+class Audit(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The `[audit]` table: what the log may show and, with `directory`, where and how it is written.
+
+    The writer settings mean what the keyword arguments of `Engine.audit_to` mean.
+    """
+
+    loggable_context: list[str] = []
+    directory: str | None = None
+    mode: Literal["strict", "best_effort"] = "strict"
+    fsync: Literal["batch", "interval", "never"] = "batch"
+    flush_interval: Duration | None = None
+    fsync_interval: Duration | None = None
+    max_file_bytes: Annotated[int, msgspec.Meta(ge=4096)] | None = None
+    max_file_age: Duration | None = None
+    buffer_records: Annotated[int, msgspec.Meta(ge=1, le=1 << 28)] | None = None
+    block_timeout: Duration | None = None
+
+
 class Policy(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A whole policy document."""
 
@@ -101,6 +119,7 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     quotas: dict[str, Quota] = {}
     costs: dict[str, Annotated[int, msgspec.Meta(ge=1, le=4294967295)]] = {}
     guards: list[Guard] = []
+    audit: Audit | None = None
 
 
 PolicySource = Policy | Mapping[str, Any] | str | os.PathLike[str]
@@ -144,6 +163,7 @@ class _Document(msgspec.Struct, forbid_unknown_fields=True):
     quotas: dict[str, Any] = {}
     costs: dict[str, Any] = {}
     guards: list[Guard] = []
+    audit: Audit | None = None
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -180,6 +200,12 @@ def _normalise(policy: Policy) -> Policy:
             ttl=None if t.ttl is None else parse_duration(t.ttl, f"{base}.ttl"),
             max_ttl=None if t.max_ttl is None else parse_duration(t.max_ttl, f"{base}.max_ttl"),
         )
+    if policy.audit is not None:
+        a = policy.audit
+        for name in ("flush_interval", "fsync_interval", "max_file_age", "block_timeout"):
+            value = getattr(a, name)
+            if value is not None:
+                parse_duration(value, f"audit.{name}")
     return msgspec.structs.replace(policy, templates=templates)
 
 
@@ -197,6 +223,7 @@ def from_dict(data: Mapping[str, Any], *, source: str | None = None) -> Policy:
         quotas=_section(doc.quotas, Quota, "quotas", source),
         costs=_section(doc.costs, Annotated[int, msgspec.Meta(ge=1, le=4294967295)], "costs", source),
         guards=doc.guards,
+        audit=doc.audit,
     )
     try:
         return _normalise(policy)

@@ -3,8 +3,10 @@
 //! (provision, deprovision, reload, principal upserts). Checks take no lock
 //! when given a handle; ids are resolved under a read lock.
 
+use crate::audit::{AuditSink, Card, DecisionFacts, Mode as AuditMode, Staged};
 use crate::charge::{Owner, QuotaState};
 use crate::clock::{Clock, SystemClock};
+use crate::cond::Value;
 use crate::error::{Error, Result};
 use crate::pattern::validate_resource;
 use crate::policy::{
@@ -17,7 +19,7 @@ use crate::rights::Rights;
 use crate::snapshot::{
     ChainKey, Chains, Fast, RightsCache, Snapshot, NO_CHAIN, NO_QUOTA, NO_SCOPE,
 };
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
@@ -44,6 +46,8 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// Freed slots are reused only once this many wait, so tombstones (which
 /// keep precise denial reasons for stale handles) live long.
 const REUSE_AFTER: usize = 4096;
+/// Audited batches are recorded in blocks of this many requests.
+const AUDIT_BLOCK: usize = 256;
 
 /// Who is asking: an agent handle, or an agent or principal id.
 #[derive(Debug, Clone, Copy)]
@@ -79,9 +83,26 @@ pub struct Decision {
     pub detail: Option<String>,
     /// The policy the decision was made under.
     pub snapshot: Arc<Snapshot>,
+    /// The sequence number of its audit record, when auditing is on.
+    pub audit_seq: Option<u64>,
+    /// The audit stream's tag (with `audit_seq`, the decision id).
+    pub audit_stream: u32,
 }
 
 impl Decision {
+    fn bare(allowed: bool, reason: Reason, snapshot: Arc<Snapshot>) -> Decision {
+        Decision {
+            allowed,
+            reason,
+            rule: None,
+            retry_after_ns: None,
+            detail: None,
+            snapshot,
+            audit_seq: None,
+            audit_stream: 0,
+        }
+    }
+
     /// Where the deciding entry is written (`roles.analyst.deny[0]`).
     pub fn rule_path(&self) -> Option<&str> {
         let r = self.rule?;
@@ -231,6 +252,96 @@ pub(crate) struct Writer {
     suspensions: FxHashMap<u32, Box<str>>,
 }
 
+/// What a decision found out along the way, for its audit record.
+#[derive(Debug, Default, Clone, Copy)]
+struct Facts {
+    now: u64,
+    owner: Option<Owner>,
+    action: Option<ActionId>,
+}
+
+/// What `d`'s audit record says.
+fn decision_facts<'a>(
+    d: &'a Decision,
+    facts: &Facts,
+    subject: Subject<'a>,
+    action: Action<'a>,
+    resource: Option<&'a str>,
+) -> DecisionFacts<'a> {
+    let (handle, id, agent_slot) = match subject {
+        Subject::Handle(h) => (Some(h), None, None),
+        Subject::Id(id) => match facts.owner {
+            Some(Owner::Agent(slot)) => (None, Some(id), Some(slot)),
+            _ => (None, Some(id), None),
+        },
+    };
+    let (action_id, action_name) = match (facts.action, action) {
+        (Some(a), _) => (Some(a), None),
+        (None, Action::Name(n)) => (None, Some(n)),
+        (None, Action::Id(_)) => (None, None),
+    };
+    DecisionFacts {
+        ts: facts.now,
+        handle,
+        id,
+        agent_slot,
+        action: action_id,
+        action_name,
+        resource,
+        reason: d.reason.code(),
+        rule: d.rule,
+        retry_after_ns: d.retry_after_ns,
+        detail: d.detail.as_deref(),
+    }
+}
+
+/// The context values a decision's conditions read, for its audit record:
+/// those of the deciding entry's `when` and, for an allowed guarded
+/// action, those of the guards covering it.
+fn captured_context<'c>(
+    policy: &CompiledPolicy,
+    ctx: &'c dyn Context,
+    rule: Option<RuleId>,
+    a: ActionId,
+    reason: Reason,
+) -> Vec<(u16, &'c Value)> {
+    let mut keys: Vec<&str> = Vec::new();
+    let mut add = |r: RuleId| {
+        if let Some(when) = policy.rules.get(r as usize).and_then(|r| r.when.as_ref()) {
+            keys.extend(when.context_keys().iter().map(|k| &**k));
+        }
+    };
+    if let Some(r) = rule {
+        add(r);
+    }
+    if reason == Reason::Granted && policy.guarded.contains(a) {
+        for g in policy.guards.iter() {
+            if policy
+                .rules
+                .get(g.rule as usize)
+                .is_some_and(|r| r.actions.contains(a))
+            {
+                add(g.rule);
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    keys.iter()
+        .filter_map(|k| {
+            let index = policy
+                .context_keys
+                .binary_search_by(|x| (**x).cmp(k))
+                .ok()?;
+            let value = ctx.lookup(k, &policy.context_keys)?;
+            Some((u16::try_from(index).ok()?, value))
+        })
+        .collect()
+}
+
 /// A decision's outcome inside the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Outcome {
@@ -260,6 +371,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     quota: QuotaState,
     frozen: AtomicBool,
+    /// Where decisions and events are recorded, when auditing is on.
+    audit: ArcSwapOption<AuditSink>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -304,6 +417,7 @@ impl Engine {
             clock,
             quota: QuotaState::default(),
             frozen: AtomicBool::new(false),
+            audit: ArcSwapOption::empty(),
         })
     }
 
@@ -346,7 +460,9 @@ impl Engine {
     }
 
     /// Decide one request with `hooks` to run the policy's hooks (without
-    /// them, an entry with a hook that would decide is `hook_error`).
+    /// them, an entry with a hook that would decide is `hook_error`). With
+    /// auditing on, the decision is recorded before it is returned; in
+    /// strict mode a full buffer is waited on (up to the sink's bound).
     pub fn check_hooked(
         &self,
         subject: Subject<'_>,
@@ -355,20 +471,71 @@ impl Engine {
         context: Option<&dyn Context>,
         hooks: Option<&dyn Hooks>,
     ) -> Decision {
+        self.check_audited(subject, action, resource, context, hooks, true)
+    }
+
+    /// [`Engine::check_hooked`], but never waiting for room in a full strict
+    /// audit buffer: the answer is then `audit_unavailable` at once, and a
+    /// caller holding a lock the audit writer needs (Python's GIL) can
+    /// release it, wait ([`AuditSink::wait_for_room`]) and ask again.
+    pub fn try_check_hooked(
+        &self,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+        context: Option<&dyn Context>,
+        hooks: Option<&dyn Hooks>,
+    ) -> Decision {
+        self.check_audited(subject, action, resource, context, hooks, false)
+    }
+
+    fn check_audited(
+        &self,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+        context: Option<&dyn Context>,
+        hooks: Option<&dyn Hooks>,
+        wait: bool,
+    ) -> Decision {
+        let audit = self.audit.load();
+        let Some(sink) = audit.as_deref() else {
+            return self.decide_one(
+                subject,
+                action,
+                resource,
+                context,
+                hooks,
+                &mut Facts::default(),
+            );
+        };
+        if sink.mode() == AuditMode::Strict && !sink.has_room(1) && !(wait && sink.wait_for_room(1))
+        {
+            return self.unrecorded(self.snapshot.load_full(), "the audit buffer is full");
+        }
+        let mut facts = Facts::default();
+        let mut d = self.decide_one(subject, action, resource, context, hooks, &mut facts);
+        self.record(sink, &mut d, &facts, subject, action, resource, context);
+        d
+    }
+
+    fn decide_one(
+        &self,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+        context: Option<&dyn Context>,
+        hooks: Option<&dyn Hooks>,
+        facts: &mut Facts,
+    ) -> Decision {
         let now = self.clock.now_ns();
+        facts.now = now;
         let mut snap = self.snapshot.load_full();
         if self.frozen.load(Ordering::Acquire) {
-            return Decision {
-                allowed: false,
-                reason: Reason::Frozen,
-                rule: None,
-                retry_after_ns: None,
-                detail: None,
-                snapshot: snap,
-            };
+            return Decision::bare(false, Reason::Frozen, snap);
         }
         for _ in 0..2 {
-            match self.decide(&snap, subject, action, resource, context, hooks, now) {
+            match self.decide(&snap, subject, action, resource, context, hooks, now, facts) {
                 Ok(v) => {
                     return Decision {
                         allowed: v.reason == Reason::Granted,
@@ -377,6 +544,8 @@ impl Engine {
                         retry_after_ns: v.retry_after_ns,
                         detail: v.detail,
                         snapshot: snap,
+                        audit_seq: None,
+                        audit_stream: 0,
                     }
                 }
                 // The agent's chain was created after `snap` was loaded: the
@@ -384,13 +553,43 @@ impl Engine {
                 Err(Missing) => snap = self.snapshot.load_full(),
             }
         }
-        Decision {
-            allowed: false,
-            reason: Reason::InternalError,
-            rule: None,
-            retry_after_ns: None,
-            detail: None,
-            snapshot: snap,
+        Decision::bare(false, Reason::InternalError, snap)
+    }
+
+    /// A strict-mode denial that could not be recorded.
+    fn unrecorded(&self, snap: Arc<Snapshot>, why: &str) -> Decision {
+        let mut d = Decision::bare(false, Reason::AuditUnavailable, snap);
+        d.detail = Some(why.to_string());
+        d
+    }
+
+    /// Append `d`'s record; in strict mode, a decision that cannot be
+    /// recorded becomes an `audit_unavailable` denial.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        sink: &AuditSink,
+        d: &mut Decision,
+        facts: &Facts,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+        context: Option<&dyn Context>,
+    ) {
+        let values = match (context, facts.action) {
+            (Some(ctx), Some(a)) => captured_context(&d.snapshot.policy, ctx, d.rule, a, d.reason),
+            _ => Vec::new(),
+        };
+        let f = decision_facts(d, facts, subject, action, resource);
+        match sink.record(&d.snapshot, &f, &values) {
+            Some(seq) => {
+                d.audit_seq = Some(seq);
+                d.audit_stream = sink.config().stream;
+            }
+            None if sink.mode() == AuditMode::Strict => {
+                *d = self.unrecorded(d.snapshot.clone(), "the decision could not be recorded");
+            }
+            None => {}
         }
     }
 
@@ -404,7 +603,16 @@ impl Engine {
         context: Option<&dyn Context>,
         hooks: Option<&dyn Hooks>,
         now: u64,
+        facts: &mut Facts,
     ) -> Result<Outcome, Missing> {
+        let policy = &*snap.policy;
+        // The action first, so a record names it whatever else is wrong.
+        let a = match action {
+            Action::Id(a) if (a as usize) < policy.action_count() => Some(a),
+            Action::Name(n) => policy.action_id(n),
+            Action::Id(_) => None,
+        };
+        facts.action = a;
         let resolved = match subject {
             Subject::Handle(h) => self
                 .slots
@@ -416,20 +624,15 @@ impl Engine {
             Ok(c) => c,
             Err(why) => return Ok(Outcome::denied(why)),
         };
-        let policy = &*snap.policy;
+        facts.owner = Some(owner);
         let rights = snap.rights(chain).ok_or(Missing)?;
         // An identity the current policy no longer supports (template gone,
         // principal removed, chain too deep) is reported before the request.
         if let Some(problem) = rights.problem {
             return Ok(Outcome::denied(problem));
         }
-        let a = match action {
-            Action::Id(a) if (a as usize) < policy.action_count() => a,
-            Action::Name(n) => match policy.action_id(n) {
-                Some(a) => a,
-                None => return Ok(Outcome::denied(Reason::UnknownAction)),
-            },
-            Action::Id(_) => return Ok(Outcome::denied(Reason::UnknownAction)),
+        let Some(a) = a else {
+            return Ok(Outcome::denied(Reason::UnknownAction));
         };
         if let Some(r) = resource {
             if validate_resource(r).is_err() {
@@ -549,7 +752,14 @@ impl Engine {
     #[cold]
     fn trip(&self, slot: u32, why: &str) {
         let mut w = self.writer.lock();
-        self.suspend_tree(&mut w, slot, why);
+        let n = self.suspend_tree(&mut w, slot, why);
+        self.emit("suspend", || {
+            format!(
+                "{},\"why\":{},\"breaker\":true,\"suspended\":{n}",
+                self.agent_field(slot),
+                json_str(why)
+            )
+        });
     }
 
     /// Resolve an agent id or principal id to a chain and whose counters it charges.
@@ -610,6 +820,11 @@ impl Engine {
             return Err(Error::InvalidArgument(
                 "handles, actions, resources and outputs must all have the same length".into(),
             ));
+        }
+        if let Some(sink) = self.audit.load_full() {
+            let out = (allowed, reasons);
+            return self
+                .check_batch_audited(&sink, handles, actions, resources, context, hooks, out);
         }
         let now = self.clock.now_ns();
         let mut snap = self.snapshot.load_full();
@@ -713,6 +928,100 @@ impl Engine {
         Ok(())
     }
 
+    /// The batch with auditing on: each request decided as a single check
+    /// would be, recorded in blocks (one lock per block).
+    #[allow(clippy::too_many_arguments)]
+    fn check_batch_audited(
+        &self,
+        sink: &AuditSink,
+        handles: &[u64],
+        actions: &[u32],
+        resources: Option<&[Option<&str>]>,
+        context: Option<&Columns>,
+        hooks: Option<&(dyn Hooks + Sync)>,
+        (allowed, mut reasons): (&mut [bool], Option<&mut [u8]>),
+    ) -> Result<()> {
+        let n = handles.len();
+        let mut staged = Staged::default();
+        let mut set = |i: usize, r: Reason, reasons: &mut Option<&mut [u8]>| {
+            allowed[i] = r == Reason::Granted;
+            if let Some(out) = reasons.as_deref_mut() {
+                out[i] = r.code();
+            }
+        };
+        let mut start = 0;
+        while start < n {
+            let end = (start + AUDIT_BLOCK).min(n);
+            if sink.mode() == AuditMode::Strict
+                && !sink.has_room(end - start)
+                && !sink.wait_for_room(end - start)
+            {
+                for i in start..n {
+                    set(i, Reason::AuditUnavailable, &mut reasons);
+                }
+                return Ok(());
+            }
+            // Records join the buffer in runs decided under one snapshot.
+            let mut run: Option<(Arc<Snapshot>, usize)> = None;
+            staged.clear();
+            for i in start..end {
+                let row = context.map(|c| c.row(i));
+                let ctx = row.as_ref().map(|r| r as &dyn Context);
+                let resource = resources.and_then(|r| r.get(i).copied().flatten());
+                let (subject, action) = (Subject::Handle(handles[i]), Action::Id(actions[i]));
+                let mut facts = Facts::default();
+                let hooks = hooks.map(|h| h as &dyn Hooks);
+                let d = self.decide_one(subject, action, resource, ctx, hooks, &mut facts);
+                if let Some((snap, first)) = run.take() {
+                    if Arc::ptr_eq(&snap, &d.snapshot) {
+                        run = Some((snap, first));
+                    } else {
+                        self.flush_run(sink, &snap, &mut staged, first..i, &mut set, &mut reasons);
+                    }
+                }
+                let values = match (ctx, facts.action) {
+                    (Some(c), Some(a)) => {
+                        captured_context(&d.snapshot.policy, c, d.rule, a, d.reason)
+                    }
+                    _ => Vec::new(),
+                };
+                staged.decision(
+                    &decision_facts(&d, &facts, subject, action, resource),
+                    &values,
+                );
+                set(i, d.reason, &mut reasons);
+                if run.is_none() {
+                    run = Some((d.snapshot.clone(), i));
+                }
+            }
+            if let Some((snap, first)) = run {
+                self.flush_run(sink, &snap, &mut staged, first..end, &mut set, &mut reasons);
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Append a run of staged batch records; in strict mode, requests whose
+    /// records were refused are denied (`audit_unavailable`).
+    fn flush_run(
+        &self,
+        sink: &AuditSink,
+        snap: &Arc<Snapshot>,
+        staged: &mut Staged,
+        run: std::ops::Range<usize>,
+        set: &mut impl FnMut(usize, Reason, &mut Option<&mut [u8]>),
+        reasons: &mut Option<&mut [u8]>,
+    ) {
+        let kept = sink.append(snap, staged, false).is_some();
+        staged.clear();
+        if !kept && sink.mode() == AuditMode::Strict {
+            for i in run {
+                set(i, Reason::AuditUnavailable, reasons);
+            }
+        }
+    }
+
     /// One batch element whose agent resolved to `chain`; `None` when `snap`
     /// predates the chain.
     #[inline(always)]
@@ -776,6 +1085,104 @@ impl Engine {
             }
             Fast::Deny | Fast::Evaluate => Some(snap.rights(chain)?.reason(policy, a, resource)),
         }
+    }
+
+    // ----------------------------------------------------------------- audit
+
+    /// Record every decision and lifecycle event in `sink` from now on.
+    /// Agents registered before are named in the records about them.
+    pub fn attach_audit(&self, sink: Arc<AuditSink>) {
+        let w = self.writer.lock();
+        let cards = {
+            let index = self.index.read();
+            (0..w.next_slot)
+                .filter_map(|slot| self.card(&w, &index, slot))
+                .collect()
+        };
+        sink.seed(cards);
+        let fields = format!("\"agents\":{}", w.live);
+        sink.event(
+            &self.snapshot.load_full(),
+            self.clock.now_ns(),
+            "audit_started",
+            &fields,
+            None,
+        );
+        self.audit.store(Some(sink));
+    }
+
+    /// Stop recording; returns the sink (to drain and close).
+    pub fn detach_audit(&self) -> Option<Arc<AuditSink>> {
+        let _w = self.writer.lock();
+        self.audit.swap(None)
+    }
+
+    /// The sink decisions are recorded in, if auditing is on.
+    pub fn audit_sink(&self) -> Option<Arc<AuditSink>> {
+        self.audit.load_full()
+    }
+
+    /// Record an event from outside the engine (key rotation, the writer's
+    /// own troubles): `fields` is the inside of a JSON object. False when
+    /// auditing is off.
+    pub fn audit_event(&self, kind: &str, fields: &str) -> bool {
+        match self.audit.load().as_deref() {
+            Some(sink) => {
+                sink.event(
+                    &self.snapshot.load_full(),
+                    self.clock.now_ns(),
+                    kind,
+                    fields,
+                    None,
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Record a lifecycle event if auditing is on (`fields` built only then).
+    fn emit(&self, kind: &str, fields: impl FnOnce() -> String) {
+        if let Some(sink) = self.audit.load().as_deref() {
+            sink.event(
+                &self.snapshot.load_full(),
+                self.clock.now_ns(),
+                kind,
+                &fields(),
+                None,
+            );
+        }
+    }
+
+    /// `"agent":"<id>"` for an event about `slot`.
+    fn agent_field(&self, slot: u32) -> String {
+        format!(
+            "\"agent\":{}",
+            json_str(&self.id_of(slot).unwrap_or_default())
+        )
+    }
+
+    /// How audit records name the agent in `slot`.
+    fn card(&self, w: &Writer, index: &Index, slot: u32) -> Option<Card> {
+        let m = w.metas.get(slot as usize)?;
+        let handle = self.slots.current_handle(slot)?;
+        let id = index.ids.get(slot as usize).filter(|s| !s.is_empty())?;
+        let mut chain: Vec<&str> = Vec::new();
+        let mut cur = m.parent;
+        while cur != NONE && chain.len() < 64 {
+            chain.push(index.ids.get(cur as usize).map_or("", |s| &**s));
+            cur = w.metas.get(cur as usize).map_or(NONE, |p| p.parent);
+        }
+        let principal = (m.principal != NONE).then(|| w.chains.principals.name(m.principal));
+        chain.extend(principal);
+        Some(Card::new(
+            slot,
+            handle,
+            id,
+            w.chains.templates.name(m.template),
+            principal,
+            &chain,
+        ))
     }
 
     // ------------------------------------------------------------- lifecycle
@@ -927,6 +1334,24 @@ impl Engine {
         link(w, slot);
         w.live += 1;
         self.index.write().insert(&id, slot);
+        if let Some(sink) = self.audit.load().as_deref() {
+            if let Some(card) = self.card(w, &self.index.read(), slot) {
+                let mut fields = card.fragment.to_string();
+                fields.push_str(",\"handle\":");
+                fields.push_str(&handle.to_string());
+                fields.push_str(",\"expires_at\":");
+                fields.push_str(&if expires != NEVER {
+                    expires.to_string()
+                } else {
+                    "null".into()
+                });
+                if let Some(patterns) = scope {
+                    fields.push_str(",\"scope\":");
+                    fields.push_str(&serde_json::to_string(patterns).unwrap_or_default());
+                }
+                sink.event(&snap, now, "provision", &fields, Some(card));
+            }
+        }
         Ok(AgentInfo {
             id,
             handle,
@@ -1040,7 +1465,15 @@ impl Engine {
     pub fn deprovision(&self, agent: Subject<'_>) -> Result<usize> {
         let slot = self.slot_of(agent)?;
         let mut w = self.writer.lock();
-        Ok(self.retire_tree(&mut w, slot, state::REVOKED, state::DELEGATOR_REVOKED))
+        let retired = self.retire_tree(&mut w, slot, state::REVOKED, state::DELEGATOR_REVOKED);
+        self.emit("deprovision", || {
+            format!(
+                "{},\"retired\":{retired},\"cascade\":{}",
+                self.agent_field(slot),
+                retired.saturating_sub(1)
+            )
+        });
+        Ok(retired)
     }
 
     /// Retire `root` (to `root_state`) and its descendants (to `child_state`);
@@ -1156,6 +1589,9 @@ impl Engine {
                 let before = w.live;
                 self.retire_tree(&mut w, slot, state::EXPIRED, state::EXPIRED);
                 count += before - w.live;
+                self.emit("expire", || {
+                    format!("{},\"retired\":{}", self.agent_field(slot), before - w.live)
+                });
             }
         }
         count
@@ -1223,6 +1659,9 @@ impl Engine {
                 self.link_counters(&w, &snap.policy);
                 let new = snap.version().to_string();
                 let old = self.snapshot.swap(Arc::new(snap));
+                self.emit("reload", || {
+                    format!("\"old\":\"{}\",\"new\":\"{new}\"", old.version())
+                });
                 Ok((old.version().to_string(), new))
             }
             Err(e) => {
@@ -1251,6 +1690,9 @@ impl Engine {
                 drop(index);
                 self.link_counters(&w, &s.policy);
                 self.snapshot.store(Arc::new(s));
+                self.emit("principal_upsert", || {
+                    format!("\"principal\":{}", json_str(id))
+                });
                 Ok(())
             }
             Err(e) => {
@@ -1294,6 +1736,9 @@ impl Engine {
         drop(index);
         self.link_counters(&w, &s.policy);
         self.snapshot.store(Arc::new(s));
+        self.emit("principal_remove", || {
+            format!("\"principal\":{},\"retired\":{count}", json_str(id))
+        });
         Ok(count)
     }
 
@@ -1308,12 +1753,23 @@ impl Engine {
                 let mut w = self.writer.lock();
                 w.suspended_principals.insert(id.into(), why.into());
                 self.rebuild(&mut w)?;
+                self.emit("suspend", || {
+                    format!("\"principal\":{},\"why\":{}", json_str(id), json_str(why))
+                });
                 return Ok(0);
             }
         }
         let slot = self.slot_of(subject)?;
         let mut w = self.writer.lock();
-        Ok(self.suspend_tree(&mut w, slot, why))
+        let n = self.suspend_tree(&mut w, slot, why);
+        self.emit("suspend", || {
+            format!(
+                "{},\"why\":{},\"suspended\":{n}",
+                self.agent_field(slot),
+                json_str(why)
+            )
+        });
+        Ok(n)
     }
 
     fn suspend_tree(&self, w: &mut Writer, root: u32, why: &str) -> usize {
@@ -1345,6 +1801,7 @@ impl Engine {
                 let mut w = self.writer.lock();
                 if w.suspended_principals.remove(id).is_some() {
                     self.rebuild(&mut w)?;
+                    self.emit("resume", || format!("\"principal\":{}", json_str(id)));
                 }
                 return Ok(0);
             }
@@ -1371,6 +1828,9 @@ impl Engine {
                 c = w.metas.get(c as usize).map_or(NONE, |m| m.next);
             }
         }
+        self.emit("resume", || {
+            format!("{},\"resumed\":{count}", self.agent_field(root))
+        });
         Ok(count)
     }
 
@@ -1399,11 +1859,13 @@ impl Engine {
     /// The kill switch: deny every request (`frozen`) until `unfreeze`.
     pub fn freeze(&self) {
         self.frozen.store(true, Ordering::Release);
+        self.emit("freeze", String::new);
     }
 
     /// Lift the kill switch.
     pub fn unfreeze(&self) {
         self.frozen.store(false, Ordering::Release);
+        self.emit("unfreeze", String::new);
     }
 
     /// Whether the kill switch is on.
@@ -1702,4 +2164,11 @@ fn is_live(s: u8) -> bool {
 fn random_prefix() -> String {
     let r = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
     format!("{:06x}_", r & 0xff_ffff)
+}
+
+/// `s` as a JSON string.
+fn json_str(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    crate::audit::json::write_str(&mut out, s);
+    String::from_utf8_lossy(&out).into_owned()
 }

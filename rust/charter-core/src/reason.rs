@@ -58,10 +58,13 @@ pub enum Reason {
     HookDenied = 24,
     /// A Python hook raised, returned something that is not a bool, or is not registered.
     HookError = 25,
+    /// Auditing is on in strict mode and the record could not be kept (the
+    /// buffer stayed full, or the log cannot be written): never allow unrecorded.
+    AuditUnavailable = 26,
 }
 
 /// Every reason, indexed by its code.
-pub const ALL_REASONS: [Reason; 26] = [
+pub const ALL_REASONS: [Reason; 27] = [
     Reason::Granted,
     Reason::DeniedByRule,
     Reason::NoGrant,
@@ -88,6 +91,7 @@ pub const ALL_REASONS: [Reason; 26] = [
     Reason::GuardFailed,
     Reason::HookDenied,
     Reason::HookError,
+    Reason::AuditUnavailable,
 ];
 
 impl Reason {
@@ -120,6 +124,7 @@ impl Reason {
             Reason::GuardFailed => "guard_failed",
             Reason::HookDenied => "hook_denied",
             Reason::HookError => "hook_error",
+            Reason::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -173,6 +178,9 @@ impl Reason {
             }
             Reason::MalformedRequest => {
                 "the request is malformed (a principal, action or resource of the wrong type)"
+            }
+            Reason::AuditUnavailable => {
+                "auditing is strict and the decision could not be recorded, so it was denied"
             }
         }
     }

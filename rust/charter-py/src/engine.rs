@@ -139,12 +139,62 @@ impl Engine {
             registry: &self.hooks,
             context: dict,
         };
-        match catch_unwind(AssertUnwindSafe(|| {
-            self.inner.check_hooked(s, a, r, ctx, Some(&hooks))
-        })) {
+        let check = || {
+            catch_unwind(AssertUnwindSafe(|| {
+                self.inner.try_check_hooked(s, a, r, ctx, Some(&hooks))
+            }))
+        };
+        match check() {
+            Ok(d) if d.reason == Reason::AuditUnavailable => {
+                // Strict auditing with a full buffer: wait for the writer
+                // (which needs the GIL to run) with the GIL released, then
+                // ask once more.
+                let sink = self.inner.audit_sink();
+                match sink.filter(|s| s.worth_waiting()) {
+                    Some(sink) if principal.py().detach(|| sink.wait_for_room(1)) => {
+                        match check() {
+                            Ok(d) => Decision::from_core(d),
+                            Err(_) => self.denial(Reason::InternalError),
+                        }
+                    }
+                    _ => Decision::from_core(d),
+                }
+            }
             Ok(d) => Decision::from_core(d),
             Err(_) => self.denial(Reason::InternalError),
         }
+    }
+
+    /// Record decisions and events in `sink` from now on.
+    fn _attach_audit(&self, sink: &Bound<'_, crate::audit::AuditSink>) {
+        self.inner.attach_audit(sink.get().inner.clone());
+    }
+
+    /// Stop recording; the sink that was attached, if any.
+    fn _detach_audit(&self) -> Option<crate::audit::AuditSink> {
+        self.inner
+            .detach_audit()
+            .map(|inner| crate::audit::AuditSink { inner })
+    }
+
+    /// Record an event (`fields_json`: a JSON object); false if auditing is off.
+    fn _audit_event(&self, py: Python<'_>, kind: &str, fields_json: &str) -> PyResult<bool> {
+        let fields = fields_json.trim();
+        let inner = fields
+            .strip_prefix('{')
+            .and_then(|f| f.strip_suffix('}'))
+            .filter(|_| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(fields).is_ok()
+            })
+            .ok_or_else(|| {
+                errors::to_py(
+                    py,
+                    charter_core::Error::InvalidArgument(
+                        "event fields must be a JSON object".into(),
+                    ),
+                )
+            })?;
+        Ok(self.inner.audit_event(kind, inner.trim()))
     }
 
     /// Batch check over typed arrays; see `charter.Engine.check_batch`.
@@ -584,7 +634,9 @@ impl Engine {
         Decision {
             allowed: false,
             reason,
-            rule: None,
+            rule: crate::types::NO_RULE,
+            audit_stream: 0,
+            audit_seq: 0,
             extra: None,
             snapshot: self.inner.snapshot(),
         }

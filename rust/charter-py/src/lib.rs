@@ -1,6 +1,7 @@
 //! `charter._core`: PyO3 glue over `charter-core`. Conversion, error mapping
 //! and GIL handling only; every decision is made in the core.
 
+mod audit;
 mod context;
 mod engine;
 mod errors;
@@ -13,6 +14,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
+    m.add_class::<audit::AuditSink>()?;
     m.add_class::<types::Decision>()?;
     m.add_class::<types::Agent>()?;
     m.add_class::<types::ManualClock>()?;
@@ -23,6 +25,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .map(|r| r.as_str())
         .collect();
     m.add("REASONS", reasons)?;
+    let descriptions: Vec<&str> = charter_core::ALL_REASONS
+        .iter()
+        .map(|r| r.describe())
+        .collect();
+    m.add("REASON_DESCRIPTIONS", descriptions)?;
     m.add(
         "BUILD_PROFILE",
         if cfg!(debug_assertions) {

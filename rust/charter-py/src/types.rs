@@ -22,6 +22,9 @@ impl Extra {
     }
 }
 
+/// `Decision::rule` when no entry decided.
+pub(crate) const NO_RULE: u32 = u32::MAX;
+
 /// `'text'` or `None`, as Python would print it.
 fn py_opt(s: Option<&str>) -> String {
     s.map_or_else(|| "None".to_string(), |s| format!("'{s}'"))
@@ -33,7 +36,12 @@ fn py_opt(s: Option<&str>) -> String {
 pub struct Decision {
     pub(crate) allowed: bool,
     pub(crate) reason: Reason,
-    pub(crate) rule: Option<u32>,
+    /// The deciding entry, or `NO_RULE` (a sentinel rather than an
+    /// `Option`, so the object stays within one cache line).
+    pub(crate) rule: u32,
+    /// The audit stream and the record's sequence number (0: not recorded).
+    pub(crate) audit_stream: u32,
+    pub(crate) audit_seq: u64,
     /// Rarely set (quota denials, conditions, hooks, guards): boxed so the
     /// common `Decision` object stays within one cache line.
     pub(crate) extra: Option<Box<Extra>>,
@@ -45,14 +53,16 @@ impl Decision {
         Decision {
             allowed: d.allowed,
             reason: d.reason,
-            rule: d.rule,
+            rule: d.rule.unwrap_or(NO_RULE),
+            audit_stream: d.audit_stream,
+            audit_seq: d.audit_seq.unwrap_or(0),
             extra: Extra::of(d.retry_after_ns, d.detail),
             snapshot: d.snapshot,
         }
     }
 
     fn rule_path(&self) -> Option<&str> {
-        let r = self.rule?;
+        let r = (self.rule != NO_RULE).then_some(self.rule)?;
         self.snapshot.policy.rules.get(r as usize).map(|r| &*r.path)
     }
 }
@@ -106,6 +116,13 @@ impl Decision {
         self.extra.as_ref()?.detail.as_deref()
     }
 
+    /// The id of the decision's audit record (`stream-seq`), or None when
+    /// auditing is off. `charter audit why ID` finds the record.
+    #[getter]
+    fn decision_id(&self) -> Option<String> {
+        (self.audit_seq != 0).then(|| format!("{:08x}-{}", self.audit_stream, self.audit_seq))
+    }
+
     /// A sentence explaining the reason code.
     #[getter]
     fn why(&self) -> &'static str {
@@ -137,6 +154,10 @@ impl Decision {
         // Only when a condition, guard or hook decided: most decisions have none.
         if let Some(detail) = self.extra.as_ref().and_then(|e| e.detail.as_ref()) {
             d.set_item("detail", detail)?;
+        }
+        // Only when auditing is on.
+        if let Some(id) = self.decision_id() {
+            d.set_item("decision_id", id)?;
         }
         Ok(d)
     }

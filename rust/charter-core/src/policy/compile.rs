@@ -141,6 +141,8 @@ pub struct CompiledPolicy {
     /// Every top-level context key a condition reads, sorted: the only keys
     /// of a request's context worth converting.
     pub context_keys: Box<[Box<str>]>,
+    /// Context keys the audit log may show (sorted); the others are hashed.
+    pub loggable_context: Box<[Box<str>]>,
     /// Policy-wide guards, in document order.
     pub guards: Box<[Guard]>,
     /// The actions some guard covers.
@@ -212,6 +214,7 @@ impl CompiledPolicy {
             quota_index: FxHashMap::default(),
             costs: Box::new([]),
             context_keys: Box::new([]),
+            loggable_context: Box::new([]),
             guards: Box::new([]),
             guarded: ActionSet::empty(0),
         };
@@ -296,6 +299,14 @@ impl CompiledPolicy {
         keys.sort();
         keys.dedup();
         c.context_keys = keys.into_boxed_slice();
+        let mut loggable: Vec<Box<str>> = spec
+            .audit
+            .iter()
+            .flat_map(|a| a.loggable_context.iter().map(|k| k.as_str().into()))
+            .collect();
+        loggable.sort();
+        loggable.dedup();
+        c.loggable_context = loggable.into_boxed_slice();
         c.rules = rules.into_boxed_slice();
 
         for (name, t) in &spec.templates {

@@ -10,7 +10,7 @@ pub use compile::{
     MAX_DELEGATION_DEPTH,
 };
 pub use model::{
-    BreakerSpec, EntrySpec, EntryTable, GuardSpec, OneOrMany, PolicySpec, PrincipalSpec, QuotaSpec,
-    RoleSpec, TemplateSpec,
+    AuditSpec, BreakerSpec, EntrySpec, EntryTable, GuardSpec, OneOrMany, PolicySpec, PrincipalSpec,
+    QuotaSpec, RoleSpec, TemplateSpec,
 };
 pub use quotas::{Limit, Quota, QuotaId, MAX_LIMITS};

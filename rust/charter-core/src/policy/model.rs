@@ -33,6 +33,23 @@ pub struct PolicySpec {
     /// Policy-wide guards: requirements every allowed request they cover must meet.
     #[serde(default)]
     pub guards: Vec<GuardSpec>,
+    /// The `[audit]` table: what the audit log may show, and the writer's
+    /// settings (read by the Python layer).
+    #[serde(default)]
+    pub audit: Option<AuditSpec>,
+}
+
+/// The `[audit]` table (no `deny_unknown_fields`: `writer` takes the rest).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditSpec {
+    /// Context keys whose values the log may show; every other key a
+    /// condition reads is logged as a keyed hash.
+    #[serde(default)]
+    pub loggable_context: Vec<String>,
+    /// The writer's settings (directory, mode, fsync, ...), validated and
+    /// used by the Python layer; the compiler ignores them.
+    #[serde(flatten)]
+    pub writer: BTreeMap<String, serde_json::Value>,
 }
 
 /// A `[[guards]]` table: whatever the roles say, a request for `actions` on
