@@ -260,9 +260,12 @@ struct Facts {
     action: Option<ActionId>,
 }
 
-/// What `d`'s audit record says.
+/// A decision's reason, rule, retry-after and detail.
+type Verdict<'a> = (Reason, Option<RuleId>, Option<u64>, Option<&'a str>);
+
+/// What a decision's audit record says.
 fn decision_facts<'a>(
-    d: &'a Decision,
+    (reason, rule, retry_after_ns, detail): Verdict<'a>,
     facts: &Facts,
     subject: Subject<'a>,
     action: Action<'a>,
@@ -288,10 +291,10 @@ fn decision_facts<'a>(
         action: action_id,
         action_name,
         resource,
-        reason: d.reason.code(),
-        rule: d.rule,
-        retry_after_ns: d.retry_after_ns,
-        detail: d.detail.as_deref(),
+        reason: reason.code(),
+        rule,
+        retry_after_ns,
+        detail,
     }
 }
 
@@ -580,7 +583,8 @@ impl Engine {
             (Some(ctx), Some(a)) => captured_context(&d.snapshot.policy, ctx, d.rule, a, d.reason),
             _ => Vec::new(),
         };
-        let f = decision_facts(d, facts, subject, action, resource);
+        let verdict = (d.reason, d.rule, d.retry_after_ns, d.detail.as_deref());
+        let f = decision_facts(verdict, facts, subject, action, resource);
         match sink.record(&d.snapshot, &f, &values) {
             Some(seq) => {
                 d.audit_seq = Some(seq);
@@ -961,42 +965,70 @@ impl Engine {
                 }
                 return Ok(());
             }
-            // Records join the buffer in runs decided under one snapshot.
-            let mut run: Option<(Arc<Snapshot>, usize)> = None;
+            // One clock reading and one snapshot per block; records join the
+            // buffer in runs decided under one snapshot.
+            let now = self.clock.now_ns();
+            let mut snap = self.snapshot.load_full();
+            let frozen = self.frozen.load(Ordering::Acquire);
+            let mut first = start;
             staged.clear();
             for i in start..end {
                 let row = context.map(|c| c.row(i));
                 let ctx = row.as_ref().map(|r| r as &dyn Context);
                 let resource = resources.and_then(|r| r.get(i).copied().flatten());
                 let (subject, action) = (Subject::Handle(handles[i]), Action::Id(actions[i]));
-                let mut facts = Facts::default();
+                let mut facts = Facts {
+                    now,
+                    ..Facts::default()
+                };
                 let hooks = hooks.map(|h| h as &dyn Hooks);
-                let d = self.decide_one(subject, action, resource, ctx, hooks, &mut facts);
-                if let Some((snap, first)) = run.take() {
-                    if Arc::ptr_eq(&snap, &d.snapshot) {
-                        run = Some((snap, first));
-                    } else {
-                        self.flush_run(sink, &snap, &mut staged, first..i, &mut set, &mut reasons);
+                let out = loop {
+                    if frozen {
+                        facts.action = ((actions[i] as usize) < snap.policy.action_count())
+                            .then_some(actions[i]);
+                        break Outcome::denied(Reason::Frozen);
                     }
-                }
+                    match self.decide(
+                        &snap, subject, action, resource, ctx, hooks, now, &mut facts,
+                    ) {
+                        Ok(out) => break out,
+                        Err(Missing) => {
+                            // The agent's chain is newer than `snap`.
+                            let fresh = self.snapshot.load_full();
+                            if Arc::ptr_eq(&fresh, &snap) {
+                                break Outcome::denied(Reason::InternalError);
+                            }
+                            self.flush_run(
+                                sink,
+                                &snap,
+                                &mut staged,
+                                first..i,
+                                &mut set,
+                                &mut reasons,
+                            );
+                            (snap, first) = (fresh, i);
+                        }
+                    }
+                };
                 let values = match (ctx, facts.action) {
                     (Some(c), Some(a)) => {
-                        captured_context(&d.snapshot.policy, c, d.rule, a, d.reason)
+                        captured_context(&snap.policy, c, out.rule, a, out.reason)
                     }
                     _ => Vec::new(),
                 };
+                let verdict = (
+                    out.reason,
+                    out.rule,
+                    out.retry_after_ns,
+                    out.detail.as_deref(),
+                );
                 staged.decision(
-                    &decision_facts(&d, &facts, subject, action, resource),
+                    &decision_facts(verdict, &facts, subject, action, resource),
                     &values,
                 );
-                set(i, d.reason, &mut reasons);
-                if run.is_none() {
-                    run = Some((d.snapshot.clone(), i));
-                }
+                set(i, out.reason, &mut reasons);
             }
-            if let Some((snap, first)) = run {
-                self.flush_run(sink, &snap, &mut staged, first..end, &mut set, &mut reasons);
-            }
+            self.flush_run(sink, &snap, &mut staged, first..end, &mut set, &mut reasons);
             start = end;
         }
         Ok(())

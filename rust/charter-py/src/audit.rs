@@ -81,16 +81,13 @@ impl AuditSink {
         })?;
         let wait = duration(py, wait, "wait")?;
         let sink = &self.inner;
-        let batch = py.detach(|| sink.take_encoded(&prev, prefix, wait));
-        Ok(batch.map(|b| {
-            (
-                PyBytes::new(py, &b.data),
-                b.first,
-                b.last,
-                b.count,
-                PyBytes::new(py, &b.hash),
-            )
-        }))
+        let Some(b) = py.detach(|| sink.take_encoded(&prev, prefix, wait)) else {
+            return Ok(None);
+        };
+        let data = PyBytes::new(py, &b.data);
+        let taken = (data, b.first, b.last, b.count, PyBytes::new(py, &b.hash));
+        sink.recycle(b.data);
+        Ok(Some(taken))
     }
 
     /// Ask the writer's `take` to return now with what is pending.

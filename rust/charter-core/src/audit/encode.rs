@@ -82,6 +82,8 @@ impl Fragments {
 
 /// The writer's side: who each slot is, fragments of recent snapshots.
 pub(crate) struct Encoder {
+    /// A previous batch's buffer, to reuse.
+    spare: Vec<u8>,
     cards: FxHashMap<u32, Card>,
     fragments: Vec<Fragments>,
     hash_key: Vec<u8>,
@@ -92,6 +94,7 @@ const UNKNOWN_AGENT: &[u8] = b"\"agent\":null,\"principal\":null,\"chain\":[],\"
 impl Encoder {
     pub(crate) fn new(hash_key: Vec<u8>) -> Encoder {
         Encoder {
+            spare: Vec::new(),
             cards: FxHashMap::default(),
             fragments: Vec::new(),
             hash_key,
@@ -119,11 +122,27 @@ impl Encoder {
         self.fragments.len() - 1
     }
 
-    pub(crate) fn encode(&mut self, p: &Pending, prev: &[u8; 32], prefix: &[u8]) -> Batch {
-        let mut out = Vec::with_capacity(prefix.len() + p.records.len() * 240 + 160);
+    pub(crate) fn recycle(&mut self, data: Vec<u8>) {
+        if data.capacity() > self.spare.capacity() {
+            self.spare = data;
+        }
+    }
+
+    /// Encode `p.records[range]` as one sealed batch.
+    pub(crate) fn encode(
+        &mut self,
+        p: &Pending,
+        range: std::ops::Range<usize>,
+        prev: &[u8; 32],
+        prefix: &[u8],
+    ) -> Batch {
+        let records = p.records.get(range).unwrap_or_default();
+        let mut out = std::mem::take(&mut self.spare);
+        out.clear();
+        out.reserve(prefix.len() + records.len() * 260 + 160);
         out.extend_from_slice(prefix);
         let frag_index: Vec<usize> = p.snaps.iter().map(|s| self.fragments(s)).collect();
-        for r in &p.records {
+        for r in records {
             if r.event {
                 self.event(&mut out, p, r);
             } else {
@@ -138,14 +157,14 @@ impl Encoder {
         hasher.update(prev);
         hasher.update(&out);
         let hash: [u8; 32] = hasher.finalize().into();
-        let first = p.records.first().map_or(0, |r| r.seq);
-        let last = p.records.last().map_or(0, |r| r.seq);
+        let first = records.first().map_or(0, |r| r.seq);
+        let last = records.last().map_or(0, |r| r.seq);
         out.extend_from_slice(b"{\"kind\":\"seal\",\"first\":");
         write_u64(&mut out, first);
         out.extend_from_slice(b",\"last\":");
         write_u64(&mut out, last);
         out.extend_from_slice(b",\"count\":");
-        write_u64(&mut out, p.records.len() as u64);
+        write_u64(&mut out, records.len() as u64);
         out.extend_from_slice(b",\"hash\":\"");
         out.extend_from_slice(hex(&hash).as_bytes());
         out.extend_from_slice(b"\"}\n");
@@ -153,7 +172,7 @@ impl Encoder {
             data: out,
             first,
             last,
-            count: p.records.len() as u64,
+            count: records.len() as u64,
             hash,
         }
     }

@@ -329,6 +329,9 @@ pub struct AuditSink {
     room: Condvar,
     data: Condvar,
     encoder: Mutex<Encoder>,
+    /// Taken but not yet encoded (a take larger than one batch), and how
+    /// many of its records are done. Only the writer touches it.
+    backlog: Mutex<Option<(Pending, usize)>>,
     /// Records lost in best-effort mode (or denials unrecorded in strict mode).
     dropped: AtomicU64,
     /// Set by the writer while the log cannot be written.
@@ -358,6 +361,9 @@ thread_local! {
 /// racing past the room check); beyond it a record is refused.
 const SLACK: usize = 1 << 16;
 
+/// Most records encoded into one batch (about 8 MB of JSON).
+pub const MAX_BATCH: usize = 1 << 15;
+
 /// The writer is woken early once this share of the capacity is pending.
 const WAKE_DIVISOR: usize = 4;
 
@@ -377,6 +383,7 @@ impl AuditSink {
             room: Condvar::new(),
             data: Condvar::new(),
             encoder: Mutex::new(encoder),
+            backlog: Mutex::new(None),
             dropped: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -553,7 +560,32 @@ impl AuditSink {
     /// Wait up to `wait` for records (less when the buffer fills or a flush
     /// is asked for), take them all and encode them, `prefix` first, as one
     /// batch chained to `prev`. `None` if there was nothing to take.
+    ///
+    /// A large take is encoded in batches of at most [`MAX_BATCH`] records
+    /// (the rest on the next calls, without waiting), so the writer's
+    /// buffers stay a few megabytes and are reused rather than faulted in.
     pub fn take_encoded(&self, prev: &[u8; 32], prefix: &[u8], wait: Duration) -> Option<Batch> {
+        let mut backlog = self.backlog.lock();
+        if backlog
+            .as_ref()
+            .is_none_or(|(p, done)| *done >= p.records.len())
+        {
+            *backlog = Some((self.take_pending(wait)?, 0));
+        }
+        let (taken, done) = backlog.as_mut()?;
+        let end = (*done + MAX_BATCH).min(taken.records.len());
+        let batch = self.encoder.lock().encode(taken, *done..end, prev, prefix);
+        *done = end;
+        Some(batch)
+    }
+
+    /// Give a batch's buffer back for the next one.
+    pub fn recycle(&self, data: Vec<u8>) {
+        self.encoder.lock().recycle(data);
+    }
+
+    /// Everything pending, after waiting as `take_encoded` says.
+    fn take_pending(&self, wait: Duration) -> Option<Pending> {
         let mut p = self.pending.lock();
         if p.records.is_empty() && !self.closed.load(Ordering::Relaxed) {
             let deadline = Instant::now() + wait;
@@ -582,8 +614,7 @@ impl AuditSink {
         drop(p);
         self.room.notify_all();
         self.taken.store(next_seq - 1, Ordering::Relaxed);
-        let mut e = self.encoder.lock();
-        Some(e.encode(&taken, prev, prefix))
+        Some(taken)
     }
 
     /// Ask the writer to take what is pending now rather than wait.
