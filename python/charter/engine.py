@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from charter import _core, policy
+from charter.acting import ActingMixin
 from charter.audit.attach import AuditMixin, start_policy_audit
 from charter.authn import IdentityMixin
 from charter.errors import PermissionDenied, PolicyError
@@ -46,7 +47,7 @@ def _compile(
     return engine
 
 
-class Engine(AuditMixin, IdentityMixin, _core.Engine):
+class Engine(ActingMixin, AuditMixin, IdentityMixin, _core.Engine):
     """The decision engine. Build it with `from_file`, `from_toml` or `from_dict`."""
 
     @classmethod
