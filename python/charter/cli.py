@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from charter import _core, cli_audit, cli_bench, cli_identity, cli_server
+from charter import _core, cli_audit, cli_bench, cli_identity, cli_server, demo
 from charter.engine import Engine
 from charter.errors import CharterError
 from charter.policy import example_path
@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_identity.add_commands(sub)
     cli_audit.add_commands(sub)
     cli_bench.add_commands(sub)
+    demo.add_commands(sub)
     return parser
 
 
