@@ -23,6 +23,7 @@ from charter.authn import IdentityMixin
 from charter.errors import PermissionDenied, PolicyError
 from charter.explain import Explanation
 from charter.hooks import Hook
+from charter.shadowing import ShadowMixin
 
 Principal = int | str | _core.Agent
 """Who asks: an agent handle, an `Agent`, an agent id or a principal id."""
@@ -47,7 +48,7 @@ def _compile(
     return engine
 
 
-class Engine(ActingMixin, AuditMixin, IdentityMixin, _core.Engine):
+class Engine(ActingMixin, AuditMixin, ShadowMixin, IdentityMixin, _core.Engine):
     """The decision engine. Build it with `from_file`, `from_toml` or `from_dict`."""
 
     @classmethod

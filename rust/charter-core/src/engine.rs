@@ -16,6 +16,7 @@ use crate::reason::Reason;
 use crate::registry::{make_handle, split_handle, state, Slots, NEVER};
 use crate::request::{AgentFacts, Columns, Context, Hooks, Identity, RequestEnv};
 use crate::rights::Rights;
+use crate::shadow::{Shadow, ShadowReport, ShadowStats};
 use crate::snapshot::{
     ChainKey, Chains, Fast, RightsCache, Snapshot, NO_CHAIN, NO_QUOTA, NO_SCOPE,
 };
@@ -90,6 +91,11 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The audit stream and sequence number of its record, if recorded.
+    fn decision_ref(&self) -> Option<(u32, u64)> {
+        self.audit_seq.map(|seq| (self.audit_stream, seq))
+    }
+
     fn bare(allowed: bool, reason: Reason, snapshot: Arc<Snapshot>) -> Decision {
         Decision {
             allowed,
@@ -250,7 +256,18 @@ pub(crate) struct Writer {
     suspended_principals: BTreeMap<Box<str>, Box<str>>,
     /// Suspended agents (root of each suspension), with why.
     suspensions: FxHashMap<u32, Box<str>>,
+    /// The candidate policy's rights cache (shadow evaluation).
+    shadow_cache: RightsCache,
 }
+
+/// One request as the shadow re-decides it.
+type ShadowRequest<'a> = (
+    Subject<'a>,
+    Action<'a>,
+    Option<&'a str>,
+    Option<&'a dyn Context>,
+    Option<&'a dyn Hooks>,
+);
 
 /// What a decision found out along the way, for its audit record.
 #[derive(Debug, Default, Clone, Copy)]
@@ -376,6 +393,8 @@ pub struct Engine {
     frozen: AtomicBool,
     /// Where decisions and events are recorded, when auditing is on.
     audit: ArcSwapOption<AuditSink>,
+    /// A candidate policy decided next to the live one, if set.
+    shadow: ArcSwapOption<Shadow>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -409,6 +428,7 @@ impl Engine {
             prefix: random_prefix(),
             suspended_principals: BTreeMap::new(),
             suspensions: FxHashMap::default(),
+            shadow_cache: RightsCache::default(),
         };
         let mut index = Index::default();
         let snap = build_snapshot(&mut w, &mut index, policy)?;
@@ -421,6 +441,7 @@ impl Engine {
             quota: QuotaState::default(),
             frozen: AtomicBool::new(false),
             audit: ArcSwapOption::empty(),
+            shadow: ArcSwapOption::empty(),
         })
     }
 
@@ -502,24 +523,183 @@ impl Engine {
         wait: bool,
     ) -> Decision {
         let audit = self.audit.load();
-        let Some(sink) = audit.as_deref() else {
-            return self.decide_one(
-                subject,
-                action,
-                resource,
-                context,
-                hooks,
-                &mut Facts::default(),
-            );
-        };
-        if sink.mode() == AuditMode::Strict && !sink.has_room(1) && !(wait && sink.wait_for_room(1))
-        {
-            return self.unrecorded(self.snapshot.load_full(), "the audit buffer is full");
+        let sink = audit.as_deref();
+        let shadow = self.shadow.load();
+        if sink.is_none() && shadow.is_none() {
+            let mut facts = Facts::default();
+            return self.decide_one(subject, action, resource, context, hooks, &mut facts);
+        }
+        if let Some(sink) = sink {
+            if sink.mode() == AuditMode::Strict
+                && !sink.has_room(1)
+                && !(wait && sink.wait_for_room(1))
+            {
+                return self.unrecorded(self.snapshot.load_full(), "the audit buffer is full");
+            }
         }
         let mut facts = Facts::default();
         let mut d = self.decide_one(subject, action, resource, context, hooks, &mut facts);
-        self.record(sink, &mut d, &facts, subject, action, resource, context);
+        if let Some(sink) = sink {
+            self.record(sink, &mut d, &facts, subject, action, resource, context);
+        }
+        if let Some(sh) = shadow.as_deref() {
+            let req = (subject, action, resource, context, hooks);
+            self.compare_shadow(
+                sh,
+                sink,
+                &d.snapshot,
+                d.reason,
+                d.decision_ref(),
+                &facts,
+                req,
+            );
+        }
         d
+    }
+
+    /// Decide `req` under the candidate too and count a disagreement.
+    /// Actions go to the candidate by name: its action ids may differ.
+    #[allow(clippy::too_many_arguments)]
+    fn compare_shadow(
+        &self,
+        sh: &Shadow,
+        sink: Option<&AuditSink>,
+        live_snap: &Snapshot,
+        live: Reason,
+        decision: Option<(u32, u64)>,
+        facts: &Facts,
+        (subject, action, resource, context, hooks): ShadowRequest<'_>,
+    ) {
+        if matches!(live, Reason::Frozen | Reason::AuditUnavailable) {
+            sh.stats.skip();
+            return;
+        }
+        let name = match action {
+            Action::Name(n) => Some(n),
+            Action::Id(i) => live_snap.policy.actions.get(i as usize).map(|s| &**s),
+        };
+        let candidate_action = name.map_or(Action::Id(u32::MAX), Action::Name);
+        let mut f = Facts::default();
+        let decided = self.decide(
+            &sh.snap,
+            subject,
+            candidate_action,
+            resource,
+            context,
+            hooks,
+            facts.now,
+            &mut f,
+            false,
+        );
+        let Ok(out) = decided else {
+            sh.stats.skip();
+            return;
+        };
+        if !sh.stats.observe(name, live, out.reason) {
+            return;
+        }
+        let Some(sink) = sink else { return };
+        let mut fields = String::new();
+        if let Some((stream, seq)) = decision {
+            fields.push_str(&format!("\"decision_id\":\"{stream:08x}-{seq}\","));
+        }
+        fields.push_str(&format!(
+            "\"action\":{},\"resource\":{},\"live\":\"{}\",\"candidate\":\"{}\",\"candidate_rule\":{},\"candidate_version\":\"{}\"",
+            name.map_or_else(|| "null".to_string(), json_str),
+            resource.map_or_else(|| "null".to_string(), json_str),
+            live.as_str(),
+            out.reason.as_str(),
+            out.rule
+                .and_then(|r| sh.snap.policy.rules.get(r as usize))
+                .map_or_else(|| "null".to_string(), |r| json_str(&r.path)),
+            sh.snap.version(),
+        ));
+        sink.event(
+            &self.snapshot.load_full(),
+            facts.now,
+            "shadow_diff",
+            &fields,
+            None,
+        );
+    }
+
+    // ---------------------------------------------------------------- shadow
+
+    /// Decide every request under `spec` too, without enforcing it, and
+    /// count where it disagrees (see [`Engine::shadow_report`]); `None`
+    /// stops. Returns the candidate's policy version.
+    pub fn set_shadow(&self, spec: Option<PolicySpec>) -> Result<Option<String>> {
+        let Some(spec) = spec else {
+            self.shadow.store(None);
+            return Ok(None);
+        };
+        let policy = Arc::new(CompiledPolicy::compile(&spec)?);
+        let mut w = self.writer.lock();
+        let stats = Arc::new(ShadowStats::new(self.clock.now_ns()));
+        let sh = self.build_shadow(&mut w, policy, spec, stats)?;
+        let version = sh.snap.version().to_string();
+        self.shadow.store(Some(Arc::new(sh)));
+        Ok(Some(version))
+    }
+
+    /// What the shadow found so far, if one is set.
+    pub fn shadow_report(&self) -> Option<ShadowReport> {
+        let sh = self.shadow.load_full()?;
+        Some(sh.stats.report(&sh.snap.policy))
+    }
+
+    /// The candidate's snapshot over the live chains, principals (with the
+    /// runtime overrides) and suspensions.
+    fn build_shadow(
+        &self,
+        w: &mut Writer,
+        policy: Arc<CompiledPolicy>,
+        spec: PolicySpec,
+        stats: Arc<ShadowStats>,
+    ) -> Result<Shadow> {
+        let mut principals: BTreeMap<Box<str>, Arc<Principal>> = policy
+            .principals
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+            .collect();
+        for (id, over) in &w.overlay {
+            match over {
+                None => {
+                    principals.remove(id);
+                }
+                Some(p) => {
+                    let path = format!("principals.{} (set at runtime)", crate::policy::key(id));
+                    principals.insert(id.clone(), Arc::new(policy.compile_principal(p, &path)?));
+                }
+            }
+        }
+        let mut snap = Snapshot::new(policy, principals);
+        snap.suspended = w.suspended_principals.keys().cloned().collect();
+        w.shadow_cache = RightsCache::default();
+        for chain in 0..w.chains.len() as u32 {
+            w.shadow_cache.ensure(&snap, &w.chains, chain);
+        }
+        Ok(Shadow {
+            snap: Arc::new(snap),
+            spec,
+            stats,
+        })
+    }
+
+    /// After the live side changed (reload, principals, suspensions):
+    /// rebuild the candidate's snapshot, keeping its counts.
+    fn refresh_shadow(&self, w: &mut Writer) {
+        let Some(old) = self.shadow.load_full() else {
+            return;
+        };
+        let rebuilt = CompiledPolicy::compile(&old.spec)
+            .and_then(|p| self.build_shadow(w, Arc::new(p), old.spec.clone(), old.stats.clone()));
+        match rebuilt {
+            Ok(sh) => self.shadow.store(Some(Arc::new(sh))),
+            // It compiled when set; if the live side now makes it fail
+            // (a runtime principal naming a role it lacks), stop shadowing.
+            Err(_) => self.shadow.store(None),
+        }
     }
 
     fn decide_one(
@@ -538,7 +718,9 @@ impl Engine {
             return Decision::bare(false, Reason::Frozen, snap);
         }
         for _ in 0..2 {
-            match self.decide(&snap, subject, action, resource, context, hooks, now, facts) {
+            match self.decide(
+                &snap, subject, action, resource, context, hooks, now, facts, true,
+            ) {
                 Ok(v) => {
                     return Decision {
                         allowed: v.reason == Reason::Granted,
@@ -608,6 +790,7 @@ impl Engine {
         hooks: Option<&dyn Hooks>,
         now: u64,
         facts: &mut Facts,
+        charge: bool,
     ) -> Result<Outcome, Missing> {
         let policy = &*snap.policy;
         // The action first, so a record names it whatever else is wrong.
@@ -652,7 +835,7 @@ impl Engine {
             retry_after_ns: None,
             detail: v.detail,
         };
-        if rights.has_quota() {
+        if charge && rights.has_quota() {
             self.quota_stage(policy, rights, owner, a, now, &mut out);
         }
         Ok(out)
@@ -825,10 +1008,13 @@ impl Engine {
                 "handles, actions, resources and outputs must all have the same length".into(),
             ));
         }
-        if let Some(sink) = self.audit.load_full() {
+        let (sink, shadow) = (self.audit.load_full(), self.shadow.load_full());
+        if sink.is_some() || shadow.is_some() {
             let out = (allowed, reasons);
-            return self
-                .check_batch_audited(&sink, handles, actions, resources, context, hooks, out);
+            let (sink, shadow) = (sink.as_deref(), shadow.as_deref());
+            return self.check_batch_audited(
+                sink, shadow, handles, actions, resources, context, hooks, out,
+            );
         }
         let now = self.clock.now_ns();
         let mut snap = self.snapshot.load_full();
@@ -937,7 +1123,8 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn check_batch_audited(
         &self,
-        sink: &AuditSink,
+        sink: Option<&AuditSink>,
+        shadow: Option<&Shadow>,
         handles: &[u64],
         actions: &[u32],
         resources: Option<&[Option<&str>]>,
@@ -956,10 +1143,11 @@ impl Engine {
         let mut start = 0;
         while start < n {
             let end = (start + AUDIT_BLOCK).min(n);
-            if sink.mode() == AuditMode::Strict
-                && !sink.has_room(end - start)
-                && !sink.wait_for_room(end - start)
-            {
+            if sink.is_some_and(|sink| {
+                sink.mode() == AuditMode::Strict
+                    && !sink.has_room(end - start)
+                    && !sink.wait_for_room(end - start)
+            }) {
                 for i in start..n {
                     set(i, Reason::AuditUnavailable, &mut reasons);
                 }
@@ -989,7 +1177,7 @@ impl Engine {
                         break Outcome::denied(Reason::Frozen);
                     }
                     match self.decide(
-                        &snap, subject, action, resource, ctx, hooks, now, &mut facts,
+                        &snap, subject, action, resource, ctx, hooks, now, &mut facts, true,
                     ) {
                         Ok(out) => break out,
                         Err(Missing) => {
@@ -1010,23 +1198,29 @@ impl Engine {
                         }
                     }
                 };
-                let values = match (ctx, facts.action) {
-                    (Some(c), Some(a)) => {
-                        captured_context(&snap.policy, c, out.rule, a, out.reason)
-                    }
-                    _ => Vec::new(),
-                };
-                let verdict = (
-                    out.reason,
-                    out.rule,
-                    out.retry_after_ns,
-                    out.detail.as_deref(),
-                );
-                staged.decision(
-                    &decision_facts(verdict, &facts, subject, action, resource),
-                    &values,
-                );
+                if sink.is_some() {
+                    let values = match (ctx, facts.action) {
+                        (Some(c), Some(a)) => {
+                            captured_context(&snap.policy, c, out.rule, a, out.reason)
+                        }
+                        _ => Vec::new(),
+                    };
+                    let verdict = (
+                        out.reason,
+                        out.rule,
+                        out.retry_after_ns,
+                        out.detail.as_deref(),
+                    );
+                    staged.decision(
+                        &decision_facts(verdict, &facts, subject, action, resource),
+                        &values,
+                    );
+                }
                 set(i, out.reason, &mut reasons);
+                if let Some(sh) = shadow {
+                    let req = (subject, action, resource, ctx, hooks);
+                    self.compare_shadow(sh, sink, &snap, out.reason, None, &facts, req);
+                }
             }
             self.flush_run(sink, &snap, &mut staged, first..end, &mut set, &mut reasons);
             start = end;
@@ -1038,13 +1232,17 @@ impl Engine {
     /// records were refused are denied (`audit_unavailable`).
     fn flush_run(
         &self,
-        sink: &AuditSink,
+        sink: Option<&AuditSink>,
         snap: &Arc<Snapshot>,
         staged: &mut Staged,
         run: std::ops::Range<usize>,
         set: &mut impl FnMut(usize, Reason, &mut Option<&mut [u8]>),
         reasons: &mut Option<&mut [u8]>,
     ) {
+        let Some(sink) = sink else {
+            staged.clear();
+            return;
+        };
         let kept = sink.append(snap, staged, false).is_some();
         staged.clear();
         if !kept && sink.mode() == AuditMode::Strict {
@@ -1339,6 +1537,9 @@ impl Engine {
         // Also when the chain is not new: an earlier provision may have
         // interned it and then been refused before computing its rights.
         w.cache.ensure(&snap, &w.chains, chain);
+        if let Some(sh) = self.shadow.load().as_deref() {
+            w.shadow_cache.ensure(&sh.snap, &w.chains, chain);
+        }
         let slot = self.allocate_slot(w)?;
         // Counters first: a check can charge them as soon as the slot is published.
         let needs_counters = policy_has_quotas(policy);
@@ -1691,6 +1892,7 @@ impl Engine {
                 self.link_counters(&w, &snap.policy);
                 let new = snap.version().to_string();
                 let old = self.snapshot.swap(Arc::new(snap));
+                self.refresh_shadow(&mut w);
                 self.emit("reload", || {
                     format!("\"old\":\"{}\",\"new\":\"{new}\"", old.version())
                 });
@@ -1722,6 +1924,7 @@ impl Engine {
                 drop(index);
                 self.link_counters(&w, &s.policy);
                 self.snapshot.store(Arc::new(s));
+                self.refresh_shadow(&mut w);
                 self.emit("principal_upsert", || {
                     format!("\"principal\":{}", json_str(id))
                 });
@@ -1768,6 +1971,7 @@ impl Engine {
         drop(index);
         self.link_counters(&w, &s.policy);
         self.snapshot.store(Arc::new(s));
+        self.refresh_shadow(&mut w);
         self.emit("principal_remove", || {
             format!("\"principal\":{},\"retired\":{count}", json_str(id))
         });
@@ -2006,6 +2210,7 @@ impl Engine {
         drop(index);
         self.link_counters(w, &s.policy);
         self.snapshot.store(Arc::new(s));
+        self.refresh_shadow(w);
         Ok(())
     }
 

@@ -21,6 +21,7 @@ pub mod reason;
 pub mod registry;
 pub mod request;
 pub mod rights;
+pub mod shadow;
 pub mod snapshot;
 pub mod table;
 

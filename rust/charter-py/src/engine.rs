@@ -413,6 +413,33 @@ impl Engine {
         self.inner.reload(spec).py_err(py)
     }
 
+    /// Decide every request under a candidate policy too (canonical JSON),
+    /// without enforcing it; None stops. Returns the candidate's version.
+    #[pyo3(signature = (policy_json=None))]
+    fn _set_shadow(&self, py: Python<'_>, policy_json: Option<&[u8]>) -> PyResult<Option<String>> {
+        let spec = policy_json.map(|j| parse_spec(py, j)).transpose()?;
+        if let Some(spec) = &spec {
+            self.check_hooks(py, spec)?;
+        }
+        self.inner.set_shadow(spec).py_err(py)
+    }
+
+    /// What the shadow found: a dict, or None when no shadow is set.
+    fn _shadow_report<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(r) = self.inner.shadow_report() else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("candidate_version", r.version)?;
+        d.set_item("started_ns", r.started_ns)?;
+        d.set_item("decisions", r.decisions)?;
+        d.set_item("skipped", r.skipped)?;
+        d.set_item("disagreements", r.disagreements)?;
+        let by: Vec<(String, &str, &str, u64)> = r.by;
+        d.set_item("by", by)?;
+        Ok(Some(d))
+    }
+
     /// Register `fn` as hook `name` (replacing any hook of that name).
     fn register_hook(&self, py: Python<'_>, name: &str, f: &Bound<'_, PyAny>) -> PyResult<()> {
         if !f.is_callable() {
