@@ -259,6 +259,7 @@ ADMIN_REQUESTS = [
     p.Unfreeze(5),
     p.Reload(5),
     p.RotateKeys(5),
+    p.Revoke(5, agent="adm-never"),
 ]
 
 

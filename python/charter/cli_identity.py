@@ -7,6 +7,7 @@
     charter token inspect TOKEN
     charter token verify TOKEN --jwks jwks.json [--policy policy.toml] [--audience A] [--revocations LOG]
     charter token revoke TOKEN --jwks jwks.json --revocations LOG     (or --agent ID, --principal ID, --jti JTI)
+    charter token compact --revocations LOG [--max-lifetime 8h] [--margin 10m]
 
 A TOKEN argument of `-` is read from standard input. Exit codes: 0 success
 (for `verify`: the token is accepted), 1 the token is refused, 2 an error.
@@ -24,6 +25,7 @@ from charter.engine import Engine
 from charter.errors import AuthenticationError, InvalidRequestError, StorageError
 from charter.identity import Issuer, decode_unverified
 from charter.policy import example_path, parse_duration
+from charter.revocations import RevocationLog
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 
@@ -153,6 +155,21 @@ def _cmd_token_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_token_compact(args: argparse.Namespace) -> int:
+    log = RevocationLog(args.revocations, compaction=None)
+    kwargs: dict[str, Any] = {}
+    if args.max_lifetime is not None:
+        kwargs["max_lifetime"] = parse_duration(args.max_lifetime, "--max-lifetime")
+    if args.margin is not None:
+        kwargs["margin"] = parse_duration(args.margin, "--margin")
+    report = log.compact(**kwargs)
+    print(
+        f"compacted {args.revocations}: {report.records_before} -> {report.records_after} records, "
+        f"{report.bytes_before} -> {report.bytes_after} bytes"
+    )
+    return EXIT_OK
+
+
 def _keys_arg(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     p.add_argument("--key", required=required, metavar="FILE", help="the issuer's private key file (PEM)")
 
@@ -215,3 +232,17 @@ def add_commands(sub: Any) -> None:
     revoke.add_argument("--jti", help="revoke one credential by its `jti`")
     revoke.add_argument("--reason", help="why (kept in the log)")
     revoke.set_defaults(run=_cmd_token_revoke)
+    compact = tok.add_parser(
+        "compact", help="rewrite a revocation log without the records that can no longer matter"
+    )
+    compact.add_argument("--revocations", metavar="LOG", required=True, help="the revocation log")
+    compact.add_argument(
+        "--max-lifetime",
+        metavar="DURATION",
+        help="the longest lifetime of any credential your issuers mint (e.g. 8h); without it only "
+        "expired `jti` records, duplicates and settled suspensions are dropped",
+    )
+    compact.add_argument(
+        "--margin", metavar="DURATION", help="the largest clock skew between the processes (default 10m)"
+    )
+    compact.set_defaults(run=_cmd_token_compact)

@@ -27,6 +27,16 @@ def _mode(text: str) -> int:
     return mode
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86_400:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a number of seconds (0-86400)")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -54,6 +64,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         trust_jwks=tuple(args.trust_jwks or ()),
         audience=args.audience,
         revocations=args.revocations,
+        revocations_poll=args.revocations_poll,
+        hooks=tuple(args.hooks or ()),
+        allow_missing_hooks=args.allow_missing_hooks,
+        max_leases=args.max_leases,
         max_frame=args.max_frame,
         max_inflight=args.max_inflight,
         idle_timeout=args.idle_timeout,
@@ -145,6 +159,28 @@ def add_commands(sub: Any) -> None:
     )
     serve.add_argument("--audience", help="this server's name: credentials must be issued for it")
     serve.add_argument("--revocations", metavar="LOG", help="the identity revocation log to honour")
+    serve.add_argument(
+        "--revocations-poll",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often to look for records other processes appended to the log (default 1; 0 = never)",
+    )
+    serve.add_argument(
+        "--hooks",
+        action="append",
+        metavar="SPEC",
+        help="policy hooks: `module:attr` (a mapping of name -> hook, or a function returning one, "
+        "called in each server process) or `name=module:attr` (one hook); repeatable",
+    )
+    serve.add_argument(
+        "--allow-missing-hooks",
+        action="store_true",
+        help="serve a policy naming hooks no --hooks gives (decisions reaching them: hook_error)",
+    )
+    serve.add_argument(
+        "--max-leases", type=_positive, default=1024, metavar="N", help="held `acquire` leases per connection"
+    )
     serve.add_argument("--max-frame", type=_positive, default=DEFAULT_MAX_FRAME, metavar="BYTES")
     serve.add_argument("--max-inflight", type=_positive, default=128, metavar="N", help="per connection")
     serve.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS", help="0 = never")

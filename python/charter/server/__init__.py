@@ -13,16 +13,20 @@ from charter.server.client import (
     Client,
     RemoteDecision,
     RemoteError,
+    RemoteLease,
     ServerTimeout,
 )
+from charter.server.client_ops import AsyncRemoteLease
 
 __all__ = [
     "AdminClient",
     "AgentInfo",
     "AsyncAdminClient",
     "AsyncClient",
+    "AsyncRemoteLease",
     "Client",
     "RemoteDecision",
     "RemoteError",
+    "RemoteLease",
     "ServerTimeout",
 ]

@@ -9,31 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
-from typing import Any, Self
+from typing import Final, Self
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 
 from charter import errors
-from charter.explain import Explanation
 from charter.server import protocol as p
-from charter.server.client import (
-    RETRY_SAFE,
-    AgentInfo,
-    RemoteDecision,
-    RemoteError,
-    ServerTimeout,
-    agent_info,
-    batch_arrays,
-    batch_request,
-    check_request,
-    explain_request,
-    explanation,
-    raise_for,
-    result_value,
-)
+from charter.server.client import RETRY_SAFE, RemoteError, ServerTimeout, raise_for
+from charter.server.client_ops import AdminOps, AsyncRemoteLease, DecisionOps
+
+__all__ = ["AsyncAdminClient", "AsyncClient", "AsyncRemoteLease"]
 
 
 class _Wire(asyncio.Protocol):
@@ -89,17 +74,22 @@ class _Wire(asyncio.Protocol):
         self._can_write.set()
 
 
-class AsyncClient:
+class AsyncClient(DecisionOps):
     """An asyncio client: many calls may be outstanding on its one connection (pipelining).
 
     Calls from concurrent tasks are written as they come and answered as the
-    server finishes them, possibly out of order.
+    server finishes them, possibly out of order. The operations are those of
+    `Client` (client_ops.py), as coroutines.
     """
+
+    is_async: Final = True
 
     def __init__(self, path: str, *, timeout: float = 5.0, max_frame: int = 64 << 20) -> None:
         self.path = path
         self.timeout = timeout
         self.max_frame = max_frame
+        self.connections = 0
+        """How many connections this client has opened (a lease belongs to one of them)."""
         self._wire: _Wire | None = None
         self._ids = itertools.count(1)
         self._connecting: asyncio.Lock | None = None
@@ -133,6 +123,7 @@ class AsyncClient:
             except OSError as err:
                 raise errors.ServerUnavailable(f"cannot connect to {self.path}: {err}") from err
             self._wire = wire
+            self.connections += 1
             for token, proof in list(self._tokens.items()):
                 reply = await self._send(wire, p.Authenticate(next(self._ids), token, proof))
                 if isinstance(reply, p.ErrorReply):
@@ -179,112 +170,6 @@ class AsyncClient:
     def _rid(self) -> int:
         return next(self._ids)
 
-    async def ping(self, delay: float = 0.0, *, timeout: float | None = None) -> dict[str, Any]:
-        return dict(result_value(await self.call(p.Ping(self._rid(), delay), timeout=timeout)))
 
-    async def check(
-        self,
-        subject: int | str | AgentInfo | None,
-        action: str,
-        resource: str | None = None,
-        context: dict[str, Any] | None = None,
-        *,
-        token: str | None = None,
-    ) -> RemoteDecision:
-        reply = await self.call(check_request(self._rid(), subject, action, resource, context, token))
-        assert isinstance(reply, p.DecisionReply)
-        return reply
-
-    async def check_batch(
-        self,
-        handles: npt.ArrayLike,
-        actions: Sequence[str] | npt.ArrayLike,
-        resources: Sequence[str | None] | None = None,
-        *,
-        action_names: Sequence[str] | None = None,
-    ) -> npt.NDArray[np.bool_]:
-        return (await self.check_batch_reasons(handles, actions, resources, action_names=action_names))[0]
-
-    async def check_batch_reasons(
-        self,
-        handles: npt.ArrayLike,
-        actions: Sequence[str] | npt.ArrayLike,
-        resources: Sequence[str | None] | None = None,
-        *,
-        action_names: Sequence[str] | None = None,
-    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
-        req = batch_request(self._rid(), handles, actions, resources, action_names)
-        return batch_arrays(await self.call(req))
-
-    async def authenticate(self, token: str, proof: str | None = None) -> AgentInfo:
-        info = agent_info(await self.call(p.Authenticate(self._rid(), token, proof)))
-        self._tokens[token] = proof
-        return info
-
-    async def explain(
-        self,
-        subject: int | str | AgentInfo | None,
-        action: str,
-        resource: str | None = None,
-        context: dict[str, Any] | None = None,
-        *,
-        token: str | None = None,
-    ) -> Explanation:
-        req = explain_request(self._rid(), subject, action, resource, context, token)
-        return explanation(await self.call(req))
-
-    async def resolve(self, agents: Sequence[str]) -> list[int | None]:
-        return list(result_value(await self.call(p.Resolve(self._rid(), list(agents))))["handles"])
-
-    async def quota_status(
-        self, subject: int | str | AgentInfo | None, *, token: str | None = None
-    ) -> list[dict[str, Any]]:
-        ref = subject.handle if isinstance(subject, AgentInfo) else subject
-        return list(result_value(await self.call(p.QuotaStatus(self._rid(), ref, token)))["levels"])
-
-    async def stats(self) -> dict[str, Any]:
-        return dict(result_value(await self.call(p.Stats(self._rid()))))
-
-
-class AsyncAdminClient(AsyncClient):
-    """An asyncio client of the admin socket."""
-
-    async def provision(
-        self,
-        template: str,
-        *,
-        on_behalf_of: int | str | AgentInfo | None = None,
-        ttl: float | None = None,
-        agent_id: str | None = None,
-        scope: list[str] | None = None,
-    ) -> AgentInfo:
-        if isinstance(on_behalf_of, AgentInfo):
-            on_behalf_of = on_behalf_of.handle
-        return agent_info(
-            await self.call(p.Provision(self._rid(), template, on_behalf_of, ttl, agent_id, scope))
-        )
-
-    async def deprovision(self, agent: int | str | AgentInfo) -> int:
-        ref = agent.handle if isinstance(agent, AgentInfo) else agent
-        return int(result_value(await self.call(p.Deprovision(self._rid(), ref)))["retired"])
-
-    async def reload(self) -> tuple[str, str]:
-        value = result_value(await self.call(p.Reload(self._rid())))
-        return value["old_version"], value["new_version"]
-
-    async def suspend(self, subject: int | str | AgentInfo, reason: str | None = None) -> int:
-        ref = subject.handle if isinstance(subject, AgentInfo) else subject
-        return int(result_value(await self.call(p.Suspend(self._rid(), ref, reason)))["suspended"])
-
-    async def resume(self, subject: int | str | AgentInfo) -> int:
-        ref = subject.handle if isinstance(subject, AgentInfo) else subject
-        return int(result_value(await self.call(p.Resume(self._rid(), ref)))["resumed"])
-
-    async def freeze(self) -> None:
-        await self.call(p.Freeze(self._rid()))
-
-    async def unfreeze(self) -> None:
-        await self.call(p.Unfreeze(self._rid()))
-
-    async def rotate_keys(self) -> list[str]:
-        return list(result_value(await self.call(p.RotateKeys(self._rid())))["kids"])
+class AsyncAdminClient(AsyncClient, AdminOps):
+    """An asyncio client of the admin socket: the decision operations plus the admin ones."""

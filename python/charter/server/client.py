@@ -1,16 +1,19 @@
 """Clients of the decision server: `Client` (blocking) here, `AsyncClient` (asyncio) in async_client.py.
 
-Both mirror the in-process engine where that makes sense (`check`,
-`check_batch`, `check_batch_reasons`, `authenticate`, `explain`, `stats`);
-`AdminClient` and `AsyncAdminClient` add the admin operations. They connect
-lazily, reconnect when the connection drops (re-authenticating the agents
-the connection had authenticated), and raise `charter.ServerUnavailable`
-when the server cannot be reached or does not answer within `timeout`:
-callers should treat that as a denial (fail closed).
+Both have the operations of client_ops.py, written once for both: the
+in-process engine's where that makes sense (`check`, `check_batch`,
+`check_batch_reasons`, `authenticate`, `explain`, `acquire`, `stats`);
+`AdminClient` and `AsyncAdminClient` add the admin operations (`provision`,
+`revoke`, `reload`...). They connect lazily, reconnect when the connection
+drops (re-authenticating the agents the connection had authenticated), and
+raise `charter.ServerUnavailable` when the server cannot be reached or does
+not answer within `timeout`: callers should treat that as a denial (fail
+closed).
 
 Error frames become Charter exceptions: `InvalidRequestError`,
 `UnknownActionError`, `UnknownSubjectError`, `ProvisionError`, `PolicyError`,
-`AuthenticationError`, and `RemoteError` (with `.code`) for the rest.
+`AuthenticationError`, `CapacityError`, and `RemoteError` (with `.code`) for
+the rest.
 """
 
 from __future__ import annotations
@@ -19,19 +22,25 @@ import itertools
 import socket
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 
 from charter import errors
-from charter.explain import Explanation
 from charter.server import protocol as p
+from charter.server.client_ops import AdminOps, AgentInfo, DecisionOps, RemoteDecision, RemoteLease
 
-RemoteDecision = p.DecisionReply
-"""What `check` returns: `.allowed`, `.reason`, `.reason_code`, `.rule`, `.policy_version`, `bool()`."""
+__all__ = [
+    "RETRY_SAFE",
+    "AdminClient",
+    "AgentInfo",
+    "Client",
+    "RemoteDecision",
+    "RemoteError",
+    "RemoteLease",
+    "ServerTimeout",
+    "raise_for",
+]
 
 
 class ServerTimeout(errors.ServerUnavailable, TimeoutError):  # noqa: N818 (pairs with ServerUnavailable)
@@ -51,24 +60,6 @@ class RemoteError(errors.CharterError):
         self.detail = detail
 
 
-class AgentInfo(msgspec.Struct, frozen=True):
-    """An agent as the server describes it (the fields of `charter.Agent`); `int(info)` is its handle."""
-
-    id: str
-    handle: int
-    template: str
-    on_behalf_of: str | None = None
-    principal: str | None = None
-    depth: int = 1
-    created_at: float = 0.0
-    expires_at: float | None = None
-    state: str = "active"
-    scope: list[str] | None = None
-
-    def __int__(self) -> int:
-        return self.handle
-
-
 _ERRORS: dict[str, type[errors.CharterError]] = {
     p.ErrorCode.INVALID_REQUEST: errors.InvalidRequestError,
     p.ErrorCode.UNKNOWN_ACTION: errors.UnknownActionError,
@@ -78,7 +69,7 @@ _ERRORS: dict[str, type[errors.CharterError]] = {
     p.ErrorCode.INTERNAL: errors.InternalError,
 }
 
-RETRY_SAFE = frozenset(
+RETRY_SAFE: Final = frozenset(
     {"ping", "check", "check_batch", "authenticate", "resolve", "explain", "quota_status", "stats"}
 )
 """Operations a client may resend on a new connection when the old one died before answering."""
@@ -99,69 +90,10 @@ def raise_for(reply: p.ErrorReply) -> None:
     raise RemoteError(reply.code, reply.message, reply.detail)
 
 
-# ------------------------------------------------------------ requests
-
-
-def check_request(
-    rid: int, subject: Any, action: str, resource: str | None, context: Any, token: str | None
-) -> p.Check:
-    if hasattr(subject, "handle"):
-        subject = subject.handle
-    return p.Check(rid, subject, action, resource, context, token)
-
-
-def explain_request(
-    rid: int, subject: Any, action: str, resource: str | None, context: Any, token: str | None
-) -> p.Explain:
-    if hasattr(subject, "handle"):
-        subject = subject.handle
-    return p.Explain(rid, subject, action, resource, context, token)
-
-
-def batch_request(
-    rid: int,
-    handles: npt.ArrayLike,
-    actions: Sequence[str] | npt.ArrayLike,
-    resources: Sequence[str | None] | None,
-    action_names: Sequence[str] | None,
-) -> p.CheckBatch:
-    """The columnar frame: `actions` are names, or indices into `action_names`."""
-    h = np.ascontiguousarray(handles, dtype="<u8")
-    if action_names is None:
-        names, index = np.unique(np.asarray(actions, dtype=object).astype(str), return_inverse=True)
-        action_names = [str(n) for n in names]
-    else:
-        index = np.asarray(actions)
-    idx = np.ascontiguousarray(index, dtype="<u4")
-    if h.ndim != 1 or idx.shape != h.shape:
-        raise errors.InvalidRequestError("handles and actions must be 1-D and of the same length")
-    res = None if resources is None else list(resources)
-    return p.CheckBatch(rid, memoryview(h.data), memoryview(idx.data), list(action_names), res)
-
-
-def batch_arrays(reply: p.Reply) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
-    assert isinstance(reply, p.BatchReply)
-    allowed = np.frombuffer(reply.allowed, dtype=np.uint8).astype(np.bool_)
-    return allowed, np.frombuffer(reply.reasons, dtype=np.uint8).copy()
-
-
-def result_value(reply: p.Reply) -> Any:
-    assert isinstance(reply, p.Result)
-    return reply.value
-
-
-def agent_info(reply: p.Reply) -> AgentInfo:
-    return msgspec.convert(result_value(reply), AgentInfo)
-
-
-def explanation(reply: p.Reply) -> Explanation:
-    return Explanation(result_value(reply)["data"])
-
-
 # ------------------------------------------------------------ blocking
 
 
-class Client:
+class Client(DecisionOps):
     """A blocking client of the decision socket; safe to share between threads (calls take turns).
 
     `timeout` bounds each call (connecting included). A call whose connection
@@ -171,14 +103,19 @@ class Client:
     been applied when `ServerUnavailable` is raised).
     """
 
+    is_async: Final = False
+
     def __init__(self, path: str, *, timeout: float = 5.0, max_frame: int = 64 << 20) -> None:
         self.path = path
         self.timeout = timeout
         self.max_frame = max_frame
+        self.connections = 0
+        """How many connections this client has opened (a lease belongs to one of them)."""
         self._sock: socket.socket | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._tokens: dict[str, str | None] = {}
+        self._limit = timeout
 
     def __enter__(self) -> Self:
         return self
@@ -204,6 +141,7 @@ class Client:
             sock.close()
             raise errors.ServerUnavailable(f"cannot connect to {self.path}: {err}") from err
         self._sock = sock
+        self.connections += 1
         for token, proof in list(self._tokens.items()):
             reply = self._exchange(p.Authenticate(next(self._ids), token, proof), deadline)
             if isinstance(reply, p.ErrorReply):
@@ -233,7 +171,7 @@ class Client:
                     return reply
         except TimeoutError as err:
             self._drop()
-            raise ServerTimeout(f"no answer from {self.path} within {self.timeout} s") from err
+            raise ServerTimeout(f"no answer from {self.path} within {self._limit} s") from err
         except msgspec.DecodeError as err:
             self._drop()
             raise errors.ServerUnavailable(f"unreadable reply from {self.path}: {err}") from err
@@ -252,11 +190,14 @@ class Client:
             buf += chunk
         return bytes(buf)
 
-    def call(self, request: p.Request) -> p.Reply:
-        """Send one request and return its reply; an error frame is raised as an exception."""
+    def call(self, request: p.Request, *, timeout: float | None = None) -> p.Reply:
+        """Send one request and return its reply; an error frame is raised as an exception.
+
+        `timeout` overrides the client's for this call."""
         op = request.__struct_config__.tag
         with self._lock:
-            deadline = time.monotonic() + self.timeout
+            self._limit = self.timeout if timeout is None else timeout
+            deadline = time.monotonic() + self._limit
             for attempt in (0, 1):
                 sent = False
                 try:
@@ -280,129 +221,6 @@ class Client:
     def _rid(self) -> int:
         return next(self._ids)
 
-    # -------------------------------------------------------- operations
 
-    def ping(self, delay: float = 0.0) -> dict[str, Any]:
-        """`{"policy_version": ...}` after `delay` seconds on the server."""
-        return dict(result_value(self.call(p.Ping(self._rid(), delay))))
-
-    def check(
-        self,
-        subject: int | str | AgentInfo | None,
-        action: str,
-        resource: str | None = None,
-        context: dict[str, Any] | None = None,
-        *,
-        token: str | None = None,
-    ) -> RemoteDecision:
-        """Decide one request (`subject` may be None when `token` names the agent)."""
-        reply = self.call(check_request(self._rid(), subject, action, resource, context, token))
-        assert isinstance(reply, p.DecisionReply)
-        return reply
-
-    def check_batch(
-        self,
-        handles: npt.ArrayLike,
-        actions: Sequence[str] | npt.ArrayLike,
-        resources: Sequence[str | None] | None = None,
-        *,
-        action_names: Sequence[str] | None = None,
-    ) -> npt.NDArray[np.bool_]:
-        """Decide many requests in one frame; `actions` are names (or indices into `action_names`)."""
-        return self.check_batch_reasons(handles, actions, resources, action_names=action_names)[0]
-
-    def check_batch_reasons(
-        self,
-        handles: npt.ArrayLike,
-        actions: Sequence[str] | npt.ArrayLike,
-        resources: Sequence[str | None] | None = None,
-        *,
-        action_names: Sequence[str] | None = None,
-    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint8]]:
-        """Like `check_batch`, plus each decision's reason code (index into `charter.REASONS`)."""
-        req = batch_request(self._rid(), handles, actions, resources, action_names)
-        return batch_arrays(self.call(req))
-
-    def authenticate(self, token: str, proof: str | None = None) -> AgentInfo:
-        """Prove an agent's identity; this connection may then name it (kept across reconnects)."""
-        info = agent_info(self.call(p.Authenticate(self._rid(), token, proof)))
-        self._tokens[token] = proof
-        return info
-
-    def explain(
-        self,
-        subject: int | str | AgentInfo | None,
-        action: str,
-        resource: str | None = None,
-        context: dict[str, Any] | None = None,
-        *,
-        token: str | None = None,
-    ) -> Explanation:
-        return explanation(self.call(explain_request(self._rid(), subject, action, resource, context, token)))
-
-    def resolve(self, agents: Sequence[str]) -> list[int | None]:
-        """The handles of agents by id, usable on this connection (None for an unknown id).
-
-        For trusted peers (and agents this connection authenticated): with
-        several workers, handles from anywhere else are refused.
-        """
-        return list(result_value(self.call(p.Resolve(self._rid(), list(agents))))["handles"])
-
-    def quota_status(
-        self, subject: int | str | AgentInfo | None, *, token: str | None = None
-    ) -> list[dict[str, Any]]:
-        """What is left of each quota along the agent's chain, own level first."""
-        ref = subject.handle if isinstance(subject, AgentInfo) else subject
-        return list(result_value(self.call(p.QuotaStatus(self._rid(), ref, token)))["levels"])
-
-    def stats(self) -> dict[str, Any]:
-        """The server's statistics (server-wide when it runs several workers)."""
-        return dict(result_value(self.call(p.Stats(self._rid()))))
-
-
-class AdminClient(Client):
+class AdminClient(Client, AdminOps):
     """A blocking client of the admin socket: the decision operations plus the admin ones."""
-
-    def provision(
-        self,
-        template: str,
-        *,
-        on_behalf_of: int | str | AgentInfo | None = None,
-        ttl: float | None = None,
-        agent_id: str | None = None,
-        scope: list[str] | None = None,
-    ) -> AgentInfo:
-        if isinstance(on_behalf_of, AgentInfo):
-            on_behalf_of = on_behalf_of.handle
-        return agent_info(self.call(p.Provision(self._rid(), template, on_behalf_of, ttl, agent_id, scope)))
-
-    def deprovision(self, agent: int | str | AgentInfo) -> int:
-        """Retire an agent and every agent acting for it; how many were retired."""
-        ref = agent.handle if isinstance(agent, AgentInfo) else agent
-        return int(result_value(self.call(p.Deprovision(self._rid(), ref)))["retired"])
-
-    def reload(self) -> tuple[str, str]:
-        """Reload the server's policy file: (old version, new version); raises `PolicyError` if bad."""
-        value = result_value(self.call(p.Reload(self._rid())))
-        return value["old_version"], value["new_version"]
-
-    def suspend(self, subject: int | str | AgentInfo, reason: str | None = None) -> int:
-        """Suspend an agent (and its delegates) or a principal (and all acting for it); how many agents."""
-        ref = subject.handle if isinstance(subject, AgentInfo) else subject
-        return int(result_value(self.call(p.Suspend(self._rid(), ref, reason)))["suspended"])
-
-    def resume(self, subject: int | str | AgentInfo) -> int:
-        """Undo `suspend`; how many agents became active."""
-        ref = subject.handle if isinstance(subject, AgentInfo) else subject
-        return int(result_value(self.call(p.Resume(self._rid(), ref)))["resumed"])
-
-    def freeze(self) -> None:
-        """The kill switch: every decision is denied (`frozen`) until `unfreeze`."""
-        self.call(p.Freeze(self._rid()))
-
-    def unfreeze(self) -> None:
-        self.call(p.Unfreeze(self._rid()))
-
-    def rotate_keys(self) -> list[str]:
-        """Make the server re-read its trusted JWKS files; the key ids it now trusts."""
-        return list(result_value(self.call(p.RotateKeys(self._rid())))["kids"])

@@ -101,6 +101,7 @@ class Connection(asyncio.Protocol):
             self._idle.cancel()
         for task in self._tasks:
             task.cancel()
+        self.session.release_all()
         self.transport = None
         self.server.connection_closed()
 
@@ -232,7 +233,7 @@ class Connection(asyncio.Protocol):
             except Exception as err:
                 reply = self._failed(req.id, err)
         rtype = type(reply)
-        if rtype is p.DecisionReply or rtype is p.BatchReply or rtype is p.Result:
+        if rtype is p.DecisionReply or rtype is p.BatchReply or rtype is p.Result or rtype is p.LeaseReply:
             _append_frame(out, reply)
         elif rtype is p.ErrorReply:
             svc.stats.errors[reply.code] += 1

@@ -8,7 +8,8 @@ frames (`service.error_reply`).
 
 Adding an operation: a request Struct in protocol.py, a handler here, a row
 in `OPERATIONS` (`requires` names the engine attribute it needs, so a build
-without that feature answers `unknown_operation`). An admin operation that
+without that feature answers `unknown_operation`), and a row in one of the
+clients' tables (client_ops.py). An admin operation that
 changes engine state replicates itself (`_replicated`) and gets a branch in
 `service.apply_replicated`, so every worker process applies it too.
 """
@@ -146,6 +147,31 @@ def _quota_status(svc: Service, session: Session, req: p.QuotaStatus) -> Handler
     if type(subject) is p.ErrorReply:
         return subject
     return p.Result(req.id, {"levels": svc.engine.quota_status(subject)})
+
+
+def _acquire(svc: Service, session: Session, req: p.Acquire) -> HandlerResult:
+    subject = _subject(svc, session, req.id, req.subject, req.token)
+    if type(subject) is p.ErrorReply:
+        return subject
+    if len(session.leases) >= svc.max_leases:
+        message = f"this connection holds {len(session.leases)} leases, the most it may: release some"
+        return _error(req.id, p.ErrorCode.CAPACITY, message)
+    lease = svc.engine.acquire(subject, req.action, req.resource)
+    d = lease.decision
+    svc.by_reason[d.reason_code] += 1
+    held = session.hold(lease) if d.allowed else 0
+    return p.LeaseReply(
+        req.id, d.allowed, d.reason_code, d.reason, d.rule, d.policy_version, d.retry_after, held
+    )
+
+
+def _release(svc: Service, session: Session, req: p.Release) -> HandlerResult:
+    del svc
+    lease = session.leases.pop(req.lease, None)
+    if lease is None:
+        return _error(req.id, p.ErrorCode.INVALID_REQUEST, f"no lease {req.lease} on this connection")
+    lease.release()
+    return p.Result(req.id, {"released": True})
 
 
 def _ping(svc: Service, session: Session, req: p.Ping) -> HandlerResult:
@@ -292,6 +318,15 @@ def _rotate_keys(svc: Service, session: Session, req: p.RotateKeys) -> HandlerRe
     return _replicated(svc, req.id, {"kids": kids}, "trust", {"jwks": docs})
 
 
+def _revoke(svc: Service, session: Session, req: p.Revoke) -> HandlerResult:
+    del session
+    agent = None if req.agent is None else agent_id(svc.engine, req.agent)
+    kwargs = {"agent": agent, "principal": req.principal, "jti": req.jti, "reason": req.reason}
+    retired = svc.engine.revoke(req.token, **kwargs)
+    args = {"token": req.token, **kwargs}
+    return _replicated(svc, req.id, {"retired": retired}, "revoke", args, count="retired")
+
+
 # ------------------------------------------------------------ the table
 
 
@@ -319,6 +354,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(p.Resolve, _resolve),
     Operation(p.Explain, _explain),
     Operation(p.QuotaStatus, _quota_status, requires="quota_status"),
+    Operation(p.Acquire, _acquire, requires="acquire"),
+    Operation(p.Release, _release, requires="acquire"),
     Operation(p.Stats, _stats),
     Operation(p.Provision, _provision, admin_only=True),
     Operation(p.Deprovision, _deprovision, admin_only=True),
@@ -328,5 +365,6 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(p.Unfreeze, _unfreeze, admin_only=True, requires="unfreeze"),
     Operation(p.Reload, _reload, admin_only=True),
     Operation(p.RotateKeys, _rotate_keys, admin_only=True, requires="trust"),
+    Operation(p.Revoke, _revoke, admin_only=True, requires="revoke"),
 )
 """Every operation the server can serve (those whose `requires` the engine lacks are left out)."""

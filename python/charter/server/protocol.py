@@ -98,6 +98,25 @@ class QuotaStatus(Request, tag="quota_status"):
     token: str | None = None
 
 
+class Acquire(Request, tag="acquire"):
+    """Decide one request and, if allowed, hold an in-flight slot wherever a quota caps concurrency.
+
+    Answered with a `lease` frame; the slots stay held until `release`, or
+    until the connection closes. No `context`: the engine's `acquire` takes none.
+    """
+
+    subject: Subject
+    action: str
+    resource: str | None = None
+    token: str | None = None
+
+
+class Release(Request, tag="release"):
+    """Give back the slots of a lease this connection acquired."""
+
+    lease: Annotated[int, msgspec.Meta(ge=1)]
+
+
 class Stats(Request, tag="stats"):
     """Server statistics."""
 
@@ -147,6 +166,16 @@ class RotateKeys(Request, tag="rotate_keys"):
     """Admin: re-read the trusted JWKS files (after an issuer rotated its signing key)."""
 
 
+class Revoke(Request, tag="revoke"):
+    """Admin: revoke, for good, a credential and its agent, an agent, a principal, or a `jti`."""
+
+    token: str | None = None
+    agent: Handle | str | None = None
+    principal: str | None = None
+    jti: str | None = None
+    reason: str | None = None
+
+
 REQUESTS: Final[tuple[type[Request], ...]] = (
     Ping,
     Check,
@@ -155,6 +184,8 @@ REQUESTS: Final[tuple[type[Request], ...]] = (
     Explain,
     Resolve,
     QuotaStatus,
+    Acquire,
+    Release,
     Stats,
     Provision,
     Deprovision,
@@ -164,6 +195,7 @@ REQUESTS: Final[tuple[type[Request], ...]] = (
     Freeze,
     Unfreeze,
     RotateKeys,
+    Revoke,
 )
 """Every request type the protocol defines (the server serves those its engine supports)."""
 
@@ -204,6 +236,12 @@ class DecisionReply(Reply, tag="decision"):
         }
 
 
+class LeaseReply(DecisionReply, tag="lease"):
+    """The answer to `acquire`: the decision and, when allowed, the lease id to `release` (else 0)."""
+
+    lease: int = 0
+
+
 class BatchReply(Reply, tag="batch"):
     """The answer to `check_batch`: N bytes 0/1, N bytes of reason codes."""
 
@@ -226,7 +264,7 @@ class ErrorReply(Reply, tag="error"):
     detail: Any = None
 
 
-Response = DecisionReply | BatchReply | Result | ErrorReply
+Response = DecisionReply | LeaseReply | BatchReply | Result | ErrorReply
 
 
 class ErrorCode:

@@ -10,6 +10,12 @@ Signals: SIGTERM (or SIGINT) stops accepting, answers every request already
 received, closes the engine (which flushes its audit log when it has one)
 and exits 0; SIGHUP reloads the policy file, keeping the old policy when the
 new one does not load.
+
+Every process with a revocation log re-reads it every `revocations_poll`
+seconds (`Service.follow_revocations`), so a revocation another process
+appends (`charter token revoke` from a shell) takes effect here within that
+bound. Policy hooks come from `--hooks` specs (hook_specs.py), loaded in
+each process after any fork.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from charter.engine import Engine
 from charter.errors import InvalidRequestError
 from charter.server import protocol as p
 from charter.server.connection import Connection
+from charter.server.hook_specs import resolve as resolve_hooks
 from charter.server.metrics import Stats
 from charter.server.service import Cluster, Service
 
@@ -70,6 +77,14 @@ class ServerConfig:
     """This verifier's name: tokens (and proofs of possession) must be for it."""
     revocations: str | None = None
     """The identity revocation log to honour."""
+    revocations_poll: float = 1.0
+    """Seconds between two looks at the revocation log for other processes' records (0: never)."""
+    hooks: tuple[str, ...] = ()
+    """`--hooks` specs: where the policy's hooks come from (hook_specs.py)."""
+    allow_missing_hooks: bool = False
+    """Serve a policy naming hooks no spec provides (a decision reaching one is `hook_error`)."""
+    max_leases: int = 1024
+    """In-flight leases (`acquire`) one connection may hold at once."""
     max_frame: int = p.DEFAULT_MAX_FRAME
     max_inflight: int = 128
     idle_timeout: float = 300.0
@@ -165,6 +180,7 @@ class ProcessServer:
         self._servers: list[asyncio.AbstractServer] = []
         self._idle = asyncio.Event()
         self._ticker: asyncio.TimerHandle | None = None
+        self._follower: asyncio.TimerHandle | None = None
         self.on_reload: Callable[[], None] | None = None
         self.on_shutdown: Callable[[], None] | None = None
 
@@ -179,10 +195,16 @@ class ProcessServer:
         if reload_signal:
             self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         self._tick()
+        if self.config.revocations and self.config.revocations_poll > 0:
+            self._follow()
 
     def _tick(self) -> None:
         self.service.stats.tick()
         self._ticker = self.loop.call_later(1.0, self._tick)
+
+    def _follow(self) -> None:
+        self.service.follow_revocations()
+        self._follower = self.loop.call_later(self.config.revocations_poll, self._follow)
 
     def reload(self) -> None:
         """SIGHUP: reload the policy file; a bad file is logged and the old policy stays."""
@@ -230,17 +252,27 @@ class ProcessServer:
             for conn in list(self.connections):
                 if conn.transport is not None:
                     conn.transport.abort()
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for timer in (self._ticker, self._follower):
+            if timer is not None:
+                timer.cancel()
 
 
 def make_engine(config: ServerConfig, doc: policy_doc.Policy) -> Engine:
     """This process's engine, built after any fork, with the per-process features configured.
 
     The place to wire engine features that take files or threads (audit
-    directory, hooks) as they land.
+    directory, hooks) as they land. Hook factories are called here, so each
+    process gets its own.
     """
-    engine = config.engine_factory(doc)
+    hooks = resolve_hooks(config.hooks).load() if config.hooks else {}
+    if config.engine_factory is default_engine and (hooks or config.allow_missing_hooks):
+        engine = Engine.from_dict(
+            msgspec.to_builtins(doc), hooks=hooks, allow_missing_hooks=config.allow_missing_hooks
+        )
+    else:  # a custom factory had to accept the policy's hooks already; ours are registered now
+        engine = config.engine_factory(doc)
+        for name, hook in hooks.items():
+            engine.register_hook(name, hook)
     if config.audience is not None or config.revocations is not None:
         settings: dict[str, object] = {}
         if config.audience is not None:
@@ -251,6 +283,19 @@ def make_engine(config: ServerConfig, doc: policy_doc.Policy) -> Engine:
     for jwks in read_jwks(config.trust_jwks):
         engine.trust(jwks)
     return engine
+
+
+def check_hooks(config: ServerConfig, doc: policy_doc.Policy) -> None:
+    """Refuse bad `--hooks` specs, and a policy naming a hook they do not give, before serving.
+
+    Factories are not called here (they build per-process state, and this
+    runs before the workers fork): a policy naming a hook that only a
+    factory gives is checked as each process builds its engine.
+    """
+    hookset = resolve_hooks(config.hooks)
+    if config.engine_factory is not default_engine or config.allow_missing_hooks or hookset.factories:
+        return
+    Engine.from_dict(msgspec.to_builtins(doc), hooks=hookset.fixed)  # PolicyError names a missing hook
 
 
 def read_jwks(paths: tuple[str, ...]) -> list[dict[str, object]]:
@@ -279,6 +324,7 @@ def new_service(
         trusted_uids=frozenset(config.trusted_uids),
         cluster=cluster,
         workers=config.workers,
+        max_leases=config.max_leases,
     )
 
 
@@ -335,6 +381,7 @@ def run(config: ServerConfig) -> int:
     """Run the server until SIGTERM; the process exit code (0 after a clean drain)."""
     doc = policy_doc.from_file(config.policy)  # bad files fail here, before any socket exists
     read_jwks(config.trust_jwks)
+    check_hooks(config, doc)
     listeners = bind_all(config)
     try:
         if config.workers > 1:

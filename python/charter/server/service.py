@@ -1,13 +1,15 @@
 """What a server process's operations share: its engine (`Service`), a connection's `Session`, errors.
 
-Also the two places where the server meets engine features beyond
-decisions: `authenticate_agent` (identity) and `apply_replicated` (how a
+Also the places where the server meets engine features beyond decisions:
+`authenticate_agent` (identity), `Service.follow_revocations` (the
+revocation log other processes append to) and `apply_replicated` (how a
 worker process repeats an admin change its supervisor made).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,7 +22,7 @@ from charter import policy as policy_doc
 from charter.server import protocol as p
 
 if TYPE_CHECKING:
-    from charter._core import Agent
+    from charter._core import Agent, Lease
     from charter.engine import Engine
     from charter.server.metrics import Stats
 
@@ -54,6 +56,7 @@ class Service:
         trusted_uids: frozenset[int] = frozenset(),
         cluster: Cluster | None = None,
         workers: int = 1,
+        max_leases: int = 1024,
     ) -> None:
         from charter.server.ops import OPERATIONS
 
@@ -65,6 +68,12 @@ class Service:
         self.trusted_uids = trusted_uids
         self.cluster = cluster
         self.workers = workers
+        self.max_leases = max_leases
+        self.revocations_unreadable = False
+        """Whether the last look at the revocation log failed (the engine is then kept frozen)."""
+        self.frozen_for_revocations = False
+        """Whether `follow_revocations` froze the engine: only then does it unfreeze it once the log
+        reads again (an admin's own `freeze` is left alone)."""
         self.ops = {
             op.request: op for op in OPERATIONS if op.requires is None or hasattr(engine, op.requires)
         }
@@ -102,6 +111,37 @@ class Service:
         self.stats.last_reload_error = None
         return old, new, doc
 
+    def follow_revocations(self) -> None:
+        """Apply what other processes appended to the revocation log; fail closed if it cannot be read.
+
+        Called periodically by the server (`--revocations-poll`). While the
+        log cannot be read, a revocation made elsewhere could be missed, so
+        the engine is frozen (every decision denied, `frozen`) until a read
+        succeeds again.
+        """
+        try:
+            before = len(self.engine.revocations)
+            retired = self.engine.sync_revocations()
+        except (errors.CharterError, OSError) as err:
+            if not self.revocations_unreadable:
+                log.error("cannot read the revocation log, denying every decision until it can: %s", err)
+                self.revocations_unreadable = True
+            if not self.engine.frozen:
+                if self.frozen_for_revocations:  # an admin unfroze it meanwhile
+                    log.warning("the revocation log is still unreadable: frozen again")
+                self.engine.freeze()
+                self.frozen_for_revocations = True
+            return
+        if self.revocations_unreadable:
+            self.revocations_unreadable = False
+            log.info("the revocation log reads again; decisions resume")
+            if self.frozen_for_revocations:
+                self.engine.unfreeze()
+        self.frozen_for_revocations = False
+        read = len(self.engine.revocations) - before
+        if read or retired:
+            log.info("revocation log: %d new record(s), %d agent(s) retired here", max(read, 0), retired)
+
     def local_stats(self) -> dict[str, Any]:
         engine_stats = dict(self.engine.stats())
         if hasattr(self.engine, "frozen"):
@@ -124,14 +164,31 @@ class Session:
     this connection (`authenticate`, `resolve`), even when trusted.
     """
 
-    __slots__ = ("_handle_array", "handles", "ids", "local_handles", "trusted")
+    __slots__ = ("_handle_array", "handles", "ids", "leases", "local_handles", "trusted")
 
     def __init__(self, *, trusted: bool, local_handles: bool = False) -> None:
         self.trusted = trusted
         self.local_handles = local_handles
         self.handles: set[int] = set()
         self.ids: set[str] = set()
+        self.leases: dict[int, Lease] = {}
+        """In-flight slots this connection holds (`acquire`), by lease id; released when it closes."""
         self._handle_array: npt.NDArray[np.uint64] | None = None
+
+    def hold(self, lease: Lease) -> int:
+        """Keep `lease` for this connection; its id: random, so an id from a closed connection
+        (a client that reconnected) names nothing on a new one, in any process."""
+        lease_id = 0
+        while not lease_id or lease_id in self.leases:
+            lease_id = secrets.randbits(63)
+        self.leases[lease_id] = lease
+        return lease_id
+
+    def release_all(self) -> None:
+        """The connection closed: give back every slot it still held."""
+        leases, self.leases = self.leases, {}
+        for lease in leases.values():
+            lease.release()
 
     def admit(self, agent: Agent) -> None:
         """The connection proved it acts as `agent`."""
@@ -272,6 +329,11 @@ def apply_replicated(engine: Engine, op: str, args: dict[str, Any]) -> dict[str,
     if op in ("freeze", "unfreeze"):
         getattr(engine, op)()
         return {}
+    if op == "revoke":
+        if engine.revocations.path is not None:  # the supervisor appended it: read it from there
+            return {"count": engine.sync_revocations()}
+        kwargs = {k: args[k] for k in ("agent", "principal", "jti", "reason")}
+        return {"count": engine.revoke(args["token"], **kwargs)}
     if op == "reload":
         engine.reload(args["policy"])
         return {}
