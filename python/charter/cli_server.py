@@ -72,6 +72,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_inflight=args.max_inflight,
         idle_timeout=args.idle_timeout,
         drain_timeout=args.drain_timeout,
+        audit_dir=args.audit_dir,
+        audit_mode=args.audit_mode,
+        audit_fsync=args.audit_fsync,
     )
 
 
@@ -180,6 +183,22 @@ def add_commands(sub: Any) -> None:
     )
     serve.add_argument(
         "--max-leases", type=_positive, default=1024, metavar="N", help="held `acquire` leases per connection"
+    )
+    serve.add_argument(
+        "--audit-dir",
+        metavar="DIR",
+        help="record every decision and event in DIR (with --workers N, DIR/worker-K and DIR/supervisor); "
+        "default: the policy's [audit] directory, if any",
+    )
+    serve.add_argument(
+        "--audit-mode",
+        choices=["strict", "best_effort"],
+        help="default: the policy's [audit] mode, else strict",
+    )
+    serve.add_argument(
+        "--audit-fsync",
+        choices=["batch", "interval", "never"],
+        help="default: the policy's [audit] fsync, else batch",
     )
     serve.add_argument("--max-frame", type=_positive, default=DEFAULT_MAX_FRAME, metavar="BYTES")
     serve.add_argument("--max-inflight", type=_positive, default=128, metavar="N", help="per connection")

@@ -72,7 +72,7 @@ def _check(svc: Service, session: Session, req: p.Check) -> HandlerResult:
     d = svc.engine.check(subject, req.action, req.resource, req.context)
     svc.by_reason[d.reason_code] += 1
     return p.DecisionReply(
-        req.id, d.allowed, d.reason_code, d.reason, d.rule, d.policy_version, d.retry_after
+        req.id, d.allowed, d.reason_code, d.reason, d.rule, d.policy_version, d.retry_after, d.decision_id
     )
 
 
@@ -161,7 +161,15 @@ def _acquire(svc: Service, session: Session, req: p.Acquire) -> HandlerResult:
     svc.by_reason[d.reason_code] += 1
     held = session.hold(lease) if d.allowed else 0
     return p.LeaseReply(
-        req.id, d.allowed, d.reason_code, d.reason, d.rule, d.policy_version, d.retry_after, held
+        req.id,
+        d.allowed,
+        d.reason_code,
+        d.reason,
+        d.rule,
+        d.policy_version,
+        d.retry_after,
+        d.decision_id,
+        lease=held,
     )
 
 

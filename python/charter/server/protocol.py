@@ -221,6 +221,8 @@ class DecisionReply(Reply, tag="decision"):
     policy_version: str
     retry_after: float | None = None
     """For `rate_limited` / `budget_exhausted`: seconds until the same request would be admitted."""
+    decision_id: str | None = None
+    """The decision's audit record (`charter audit why ID`), when the server audits."""
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -233,6 +235,7 @@ class DecisionReply(Reply, tag="decision"):
             "rule": self.rule,
             "policy_version": self.policy_version,
             "retry_after": self.retry_after,
+            "decision_id": self.decision_id,
         }
 
 

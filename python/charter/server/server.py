@@ -32,12 +32,14 @@ import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 import uvloop
 
 from charter import REASONS
 from charter import policy as policy_doc
+from charter.audit.settings import AuditSettings
 from charter.engine import Engine
 from charter.errors import InvalidRequestError
 from charter.server import protocol as p
@@ -85,6 +87,10 @@ class ServerConfig:
     """Serve a policy naming hooks no spec provides (a decision reaching one is `hook_error`)."""
     max_leases: int = 1024
     """In-flight leases (`acquire`) one connection may hold at once."""
+    audit_dir: str | None = None
+    """Where to record decisions and events (default: the policy's `[audit] directory`)."""
+    audit_mode: str | None = None
+    audit_fsync: str | None = None
     max_frame: int = p.DEFAULT_MAX_FRAME
     max_inflight: int = 128
     idle_timeout: float = 300.0
@@ -257,13 +263,16 @@ class ProcessServer:
                 timer.cancel()
 
 
-def make_engine(config: ServerConfig, doc: policy_doc.Policy) -> Engine:
+def make_engine(config: ServerConfig, doc: policy_doc.Policy, worker: int | str | None = None) -> Engine:
     """This process's engine, built after any fork, with the per-process features configured.
 
-    The place to wire engine features that take files or threads (audit
-    directory, hooks) as they land. Hook factories are called here, so each
-    process gets its own.
+    Features that take files or threads are wired here: hook factories are
+    called (each process gets its own), and the audit writer is started in
+    this process (worker K of several audits to DIR/worker-K and their
+    supervisor to DIR/supervisor: one writer per directory).
     """
+    audit_dir = audit_directory(config, doc, worker)
+    doc = without_audit_directory(doc)  # auditing starts below, in the right directory
     hooks = resolve_hooks(config.hooks).load() if config.hooks else {}
     if config.engine_factory is default_engine and (hooks or config.allow_missing_hooks):
         engine = Engine.from_dict(
@@ -282,7 +291,49 @@ def make_engine(config: ServerConfig, doc: policy_doc.Policy) -> Engine:
         engine.configure_identity(**settings)  # type: ignore[arg-type]
     for jwks in read_jwks(config.trust_jwks):
         engine.trust(jwks)
+    if audit_dir is not None:
+        engine._start_audit(audit_dir, audit_settings(config, doc))
     return engine
+
+
+def audit_directory(config: ServerConfig, doc: policy_doc.Policy, worker: int | str | None) -> Path | None:
+    """`--audit-dir`, else the policy's `[audit] directory` (relative to the policy file); per worker."""
+    if config.audit_dir is not None:
+        base = Path(config.audit_dir)
+    elif doc.audit is not None and doc.audit.directory is not None:
+        base = Path(doc.audit.directory)
+        if not base.is_absolute():
+            base = Path(config.policy).parent / base
+    else:
+        return None
+    if worker is None:
+        return base
+    return base / (f"worker-{worker}" if isinstance(worker, int) else worker)
+
+
+def without_audit_directory(doc: policy_doc.Policy) -> policy_doc.Policy:
+    if doc.audit is None or doc.audit.directory is None:
+        return doc
+    return msgspec.structs.replace(doc, audit=msgspec.structs.replace(doc.audit, directory=None))
+
+
+def audit_settings(config: ServerConfig, doc: policy_doc.Policy) -> AuditSettings:
+    """The policy's `[audit]` settings with the command line's overrides."""
+    table = doc.audit
+    durations = {}
+    if table is not None:
+        for name in ("flush_interval", "fsync_interval", "max_file_age", "block_timeout"):
+            value = getattr(table, name)
+            if value is not None:
+                durations[name] = policy_doc.parse_duration(value, f"audit.{name}")
+    return AuditSettings.merged(
+        None,
+        mode=config.audit_mode or (table.mode if table else None),
+        fsync=config.audit_fsync or (table.fsync if table else None),
+        max_file_bytes=table.max_file_bytes if table else None,
+        buffer_records=table.buffer_records if table else None,
+        **durations,
+    )
 
 
 def check_hooks(config: ServerConfig, doc: policy_doc.Policy) -> None:
@@ -295,7 +346,8 @@ def check_hooks(config: ServerConfig, doc: policy_doc.Policy) -> None:
     hookset = resolve_hooks(config.hooks)
     if config.engine_factory is not default_engine or config.allow_missing_hooks or hookset.factories:
         return
-    Engine.from_dict(msgspec.to_builtins(doc), hooks=hookset.fixed)  # PolicyError names a missing hook
+    bare = msgspec.to_builtins(without_audit_directory(doc))  # a throwaway engine: no audit writer
+    Engine.from_dict(bare, hooks=hookset.fixed)  # PolicyError names a missing hook
 
 
 def read_jwks(paths: tuple[str, ...]) -> list[dict[str, object]]:

@@ -157,7 +157,7 @@ async def _worker(
     index: int, config: ServerConfig, doc: policy_doc.Policy, listener: Listener, chan: socket.socket
 ) -> int:
     loop = asyncio.get_running_loop()
-    engine = make_engine(config, doc)
+    engine = make_engine(config, doc, index)
     link = _WorkerLink()
     service = new_service(config, engine, Stats(REASONS, worker=index), link)
     server = ProcessServer(config, service, loop)
@@ -290,7 +290,7 @@ async def _supervise(
     for i, (_, sock) in enumerate(workers):
         handlers: dict[str, Handler] = {"ready": on_ready(i), "stats_all": lambda _: sup.stats()}
         sup.channels.append(await _open(sock, handlers, lost(i)))
-    engine = make_engine(config, doc)
+    engine = make_engine(config, doc, "supervisor")
     service = new_service(config, engine, Stats(REASONS), sup)
     sup.service = service
     server = ProcessServer(config, service, loop)

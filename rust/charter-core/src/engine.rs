@@ -2149,6 +2149,16 @@ impl Engine {
         match self.quota.acquire(&d.snapshot.policy, rights, owner) {
             Ok(owners) => (d, Some(Lease { owners })),
             Err(denial) => {
+                // The check was recorded as allowed; the log must say the
+                // lease was refused after all.
+                if let Some((stream, seq)) = d.decision_ref() {
+                    self.emit("lease_refused", || {
+                        format!(
+                            "\"decision_id\":\"{stream:08x}-{seq}\",\"reason\":\"{}\"",
+                            denial.reason.as_str()
+                        )
+                    });
+                }
                 d.allowed = false;
                 d.reason = denial.reason;
                 d.rule = None;
