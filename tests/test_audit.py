@@ -430,3 +430,27 @@ def test_a_million_mixed_decisions_each_once_in_order(tmp_path: Path) -> None:
     assert np.array_equal(cols["reason"], expected)
     assert np.all(np.diff(cols["seq"].astype(np.int64)) > 0)
     assert len(np.unique(cols["seq"])) == total
+
+
+def test_identity_events_revoke_and_key_rotation(tmp_path: Path) -> None:
+    from charter.identity import Issuer
+
+    clock = charter.ManualClock(1_700_000_000)
+    issuer = Issuer.generate(issuer="https://id.test", clock=clock)
+    e = charter.Engine.from_dict(POLICY, clock=clock)
+    e.audit_to(tmp_path / "a", fsync="never")
+    e.trust(issuer.jwks())
+    token = issuer.issue("bot", on_behalf_of="user:ann", ttl=600)
+    bot = e.authenticate(token)
+    old_kid = issuer.kid
+    issuer.rotate()
+    e.trust(issuer.jwks())
+    assert e.revoke(agent=bot, reason="leaked") == 1
+    e.close()
+    events = {r.kind: r for r in records(tmp_path / "a", kind=None) if isinstance(r, EventRecord)}
+    assert events["keys_trusted"].fields["added"] == [old_kid]
+    rotation = events["key_rotation"].fields
+    assert issuer.kid in rotation["added"]
+    revoke = events["revoke"].fields
+    assert revoke["revoked"] == [{"kind": "agent", "id": bot.id}]
+    assert (revoke["retired"], revoke["why"]) == (1, "leaked")

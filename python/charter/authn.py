@@ -20,6 +20,8 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
+import msgspec
+
 from charter import _core
 from charter.authn_lifecycle import LifecycleMixin
 from charter.authn_registry import RegistrationMixin
@@ -157,7 +159,7 @@ class IdentityMixin(LifecycleMixin, RegistrationMixin):
                 name = issuer or jwks.name
                 self._id_issuers[name] = jwks
                 jwks.remember_minted()
-                kids = self._id_keys.load_jwks(jwks.jwks(), name)
+                kids = self._load_keys(jwks.jwks(), name)
             else:
                 named = issuer or (jwks.get("issuer") if isinstance(jwks, Mapping) else None)
                 if not isinstance(named, str) or not named:
@@ -165,7 +167,7 @@ class IdentityMixin(LifecycleMixin, RegistrationMixin):
                         "name the issuer: trust(jwks, issuer=...) or an `issuer` member"
                     )
                 self._id_issuers.pop(named, None)
-                kids = self._id_keys.load_jwks(jwks, named)
+                kids = self._load_keys(jwks, named)
             self._invalidate()
             self._id_active = True
             return kids
@@ -281,7 +283,23 @@ class IdentityMixin(LifecycleMixin, RegistrationMixin):
         with self._id_lock:
             for name, iss in self._id_issuers.items():
                 if iss.kid not in self._id_keys:  # it rotated since we last looked
-                    self._id_keys.load_jwks(iss.jwks(), name)
+                    self._load_keys(iss.jwks(), name)
+
+    def _load_keys(self, jwks: Mapping[str, Any], issuer: str) -> list[str]:
+        """Trust `jwks` for `issuer`; a change of its key set is an audit event (`key_rotation`)."""
+        before = set(self._id_keys.kids(issuer))
+        kids = self._id_keys.load_jwks(jwks, issuer)
+        if set(kids) != before:
+            event = {
+                "issuer": issuer,
+                "added": sorted(set(kids) - before),
+                "removed": sorted(before - set(kids)),
+            }
+            core: _core.Engine = self
+            core._audit_event(
+                "key_rotation" if before else "keys_trusted", msgspec.json.encode(event).decode()
+            )
+        return kids
 
     def _check_revoked(self, cred: Credential) -> None:
         log = self._id_revocations

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from charter import _core
 from charter.authn_log import RevocationLogMixin
 from charter.authn_state import (
@@ -84,6 +86,13 @@ class LifecycleMixin(RevocationLogMixin):
                     for ident in records:
                         if ident[0] == "agent":
                             self._id_admissions.forget(ident[1])
+                event = {
+                    "revoked": [{"kind": r[0], "id": r[1]} for r in records],
+                    "retired": retired,
+                    "why": reason,
+                }
+                core: _core.Engine = self
+                core._audit_event("revoke", msgspec.json.encode(event).decode())
             return retired
 
     def deprovision(self, agent: int | str | _core.Agent) -> int:
