@@ -418,3 +418,17 @@ def test_threads_never_exceed_the_concurrency_cap(clock: charter.ManualClock) ->
         t.join()
     assert 1 <= high <= 3
     assert e.quota_status(bot)[0]["in_flight"] == {"held": 0, "max": 3}
+
+
+def test_a_principal_with_its_own_quota_is_charged_before_any_agent_exists() -> None:
+    """A principal acting directly charges its own quota from the first request (not internal_error)."""
+    e = charter.Engine.from_dict(
+        {
+            "actions": ["doc:read"],
+            "roles": {"reader": {"allow": ["doc:read"]}},
+            "quotas": {"q": {"rate": "2/m", "burst": 2}},
+            "principals": {"user:ann": {"roles": ["reader"], "quota": "q"}},
+        },
+        clock=charter.ManualClock(0.0),
+    )
+    assert [e.check("user:ann", "doc:read").reason for _ in range(3)] == ["granted", "granted", "rate_limited"]

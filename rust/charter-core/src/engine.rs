@@ -432,7 +432,7 @@ impl Engine {
         };
         let mut index = Index::default();
         let snap = build_snapshot(&mut w, &mut index, policy)?;
-        Ok(Engine {
+        let engine = Engine {
             snapshot: ArcSwap::from_pointee(snap),
             slots: Slots::default(),
             index: RwLock::new(index),
@@ -442,7 +442,14 @@ impl Engine {
             frozen: AtomicBool::new(false),
             audit: ArcSwapOption::empty(),
             shadow: ArcSwapOption::empty(),
-        })
+        };
+        // Principals acting directly charge their own quotas from the start,
+        // not only once an agent acts for them.
+        {
+            let w = engine.writer.lock();
+            engine.link_counters(&w, &engine.snapshot.load().policy);
+        }
+        Ok(engine)
     }
 
     /// The current snapshot.
