@@ -431,4 +431,8 @@ def test_a_principal_with_its_own_quota_is_charged_before_any_agent_exists() -> 
         },
         clock=charter.ManualClock(0.0),
     )
-    assert [e.check("user:ann", "doc:read").reason for _ in range(3)] == ["granted", "granted", "rate_limited"]
+    assert [e.check("user:ann", "doc:read").reason for _ in range(3)] == [
+        "granted",
+        "granted",
+        "rate_limited",
+    ]

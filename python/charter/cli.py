@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from charter import _core, cli_audit, cli_bench, cli_identity, cli_server, demo
+from charter import _core, cli_audit, cli_bench, cli_identity, cli_policy, cli_server, demo
 from charter.engine import Engine
 from charter.errors import CharterError
 from charter.policy import example_path
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("policy")
     _request_args(explain)
     explain.set_defaults(run=_cmd_explain)
+    cli_policy.add_commands(pol)
     cli_server.add_commands(sub)
     cli_identity.add_commands(sub)
     cli_audit.add_commands(sub)

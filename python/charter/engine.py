@@ -23,6 +23,8 @@ from charter.authn import IdentityMixin
 from charter.errors import PermissionDenied, PolicyError
 from charter.explain import Explanation
 from charter.hooks import Hook
+from charter.policytools import lint as policy_lint
+from charter.policytools import permissions as policy_permissions
 from charter.shadowing import ShadowMixin
 
 Principal = int | str | _core.Agent
@@ -44,6 +46,7 @@ def _compile(
     except PolicyError as err:
         err.source = err.source or source
         raise
+    policy_lint.warn_on_load(doc, source, (hooks or {}).keys())
     start_policy_audit(engine, doc.audit, source)
     return engine
 
@@ -189,6 +192,14 @@ class Engine(ActingMixin, AuditMixin, ShadowMixin, IdentityMixin, _core.Engine):
         if not decision:
             raise PermissionDenied(decision, str(action), principal)
         return decision
+
+    def permissions(
+        self, principal: Principal, resource: str | None = None
+    ) -> policy_permissions.Permissions:
+        """What a principal or agent may do (for requests on `resource`, if given): per action, the
+        grants with their patterns and conditions, intersected along a delegation chain; see
+        `charter.policytools.permissions`."""
+        return policy_permissions.permissions(self, principal, resource)
 
 
 def _context(context: Mapping[str, Any] | None) -> dict[str, Any] | None:
