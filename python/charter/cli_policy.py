@@ -26,6 +26,7 @@ from charter.errors import PolicyError
 from charter.hooks import Hook
 from charter.policy import Policy, from_file
 from charter.policytools import diff as policy_diff
+from charter.policytools import replay as policy_replay
 from charter.policytools import testing, whocan
 from charter.policytools.lint import RULES, PolicyLintWarning, lint
 
@@ -129,6 +130,12 @@ def _cmd_permissions(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    report = policy_replay.replay(args.policy, args.audit_dir)
+    _print(report, args.json)
+    return EXIT_FOUND if report.changed else EXIT_OK
+
+
 def add_commands(policy: Any) -> None:
     """Add `test`, `lint`, `rules`, `who-can`, `diff` and `permissions` to the `policy` subcommands."""
     commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
@@ -145,6 +152,11 @@ def add_commands(policy: Any) -> None:
             "permissions",
             "what a principal (or an agent of a template acting for it) may do",
             _cmd_permissions,
+        ),
+        (
+            "replay",
+            "re-decide an audit log's decisions under a policy and report what would change",
+            _cmd_replay,
         ),
     ]
     parsers = {name: policy.add_parser(name, help=text, description=text) for name, text, _ in commands}
@@ -182,6 +194,10 @@ def add_commands(policy: Any) -> None:
     p = parsers["diff"]
     p.add_argument("old")
     p.add_argument("new")
+
+    p = parsers["replay"]
+    p.add_argument("policy", help="the candidate policy")
+    p.add_argument("audit_dir", help="an audit directory (docs/audit.md)")
 
     p = parsers["permissions"]
     p.add_argument("policy")
