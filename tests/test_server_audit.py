@@ -95,3 +95,19 @@ def test_without_auditing_replies_carry_no_id(tmp: Path) -> None:
     policy = write_policy(tmp / "p.json", POLICY)
     with ServerProcess(policy, tmp) as srv, Client(srv.socket, timeout=TIMEOUT) as client:
         assert client.check("user:ann", "doc:read").decision_id is None
+
+
+def test_stats_report_the_audit_backlog(tmp: Path) -> None:
+    from charter.server.metrics import openmetrics
+
+    policy = write_policy(tmp / "p.json", POLICY)
+    with ServerProcess(policy, tmp, "--audit-dir", str(tmp / "audit")) as srv:
+        with Client(srv.socket, timeout=TIMEOUT) as client:
+            client.check("user:ann", "doc:read")
+        with AdminClient(str(srv.admin_socket)) as admin:
+            stats = admin.stats()
+        assert isinstance(stats["audit_backlog"], int)
+        assert stats["engine"]["audit"]["failing"] is False
+        text = openmetrics(stats)
+        assert "charter_audit_backlog" in text
+        assert "charter_audit_records_total" in text

@@ -186,6 +186,14 @@ def openmetrics(stats: dict[str, Any]) -> str:
         t.family("charter_audit_backlog", "gauge", "Audit records not yet written.")
         t.sample("charter_audit_backlog", stats["audit_backlog"])
     engine = stats.get("engine") or {}
+    audit = engine.get("audit")
+    if isinstance(audit, dict):
+        t.family("charter_audit_records", "counter", "Audit records written.")
+        t.sample("charter_audit_records_total", audit.get("records", 0))
+        t.family("charter_audit_dropped", "counter", "Audit records dropped (best-effort mode) or refused.")
+        t.sample("charter_audit_dropped_total", audit.get("dropped", 0))
+        t.family("charter_audit_failing", "gauge", "1 while the audit log cannot be written.")
+        t.sample("charter_audit_failing", int(bool(audit.get("failing"))))
     if "agents" in engine:
         t.family("charter_agents", "gauge", "Live agents in the registry.")
         t.sample("charter_agents", engine["agents"])

@@ -146,6 +146,13 @@ class Service:
         engine_stats = dict(self.engine.stats())
         if hasattr(self.engine, "frozen"):
             engine_stats["frozen"] = bool(self.engine.frozen)
+        audit = self.engine.audit_status()
+        if audit is not None:
+            engine_stats["audit_backlog"] = audit["pending"]
+            engine_stats["audit"] = {
+                k: audit[k]
+                for k in ("records", "bytes", "batches", "dropped", "write_errors", "failing", "last_seq")
+            }
         return self.stats.snapshot(
             policy_version=self.engine.policy_version, engine=engine_stats, workers=self.workers
         )
