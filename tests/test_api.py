@@ -39,6 +39,11 @@ REASONS = [
     "hook_denied",
     "hook_error",
     "audit_unavailable",
+    "approval_required",
+    "approval_mismatch",
+    "approval_expired",
+    "approval_replayed",
+    "approval_invalid",
 ]
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "REASONS",
     "REASON_DESCRIPTIONS",
     "Agent",
+    "ApprovalGrant",
     "AuditSink",
     "Decision",
     "Engine",
@@ -68,7 +69,10 @@ class Decision:
         `condition `context.amount <= 500` is false`, or a guard's `reason`."""
     @property
     def decision_id(self) -> str | None:
-        """The id of the decision's audit record (`STREAM-SEQ`), or None when auditing is off."""
+        """The id of the decision's audit record (`STREAM-SEQ`), or None when auditing is off.
+
+        An `approval_required` decision always has one (engine-local when auditing is off):
+        `Engine.approve` takes it."""
     def __bool__(self) -> bool: ...
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -119,6 +123,45 @@ class Lease:
     def release(self) -> None: ...
     def __enter__(self) -> Lease: ...
     def __exit__(self, *_args: object) -> bool: ...
+
+@final
+class ApprovalGrant:
+    """A one-time approval from `Engine.approve`, bound to one request.
+
+    Repeat that request with `context={"approval": grant.token, ...}`: it is allowed once (the
+    grant is used up), and only if the agent, action, resource, the entries asking for approval
+    and the values of every context key their `when` and `approval` read are unchanged
+    (`approval_mismatch` otherwise). `repr()` never shows the token.
+    """
+
+    @property
+    def token(self) -> str:
+        """The secret to pass as `context["approval"]` (the engine keeps only its hash)."""
+    @property
+    def decision_id(self) -> str:
+        """The `approval_required` decision it approves."""
+    @property
+    def approver(self) -> str:
+        """The principal who approved."""
+    @property
+    def expires_at(self) -> float:
+        """Unix seconds from which the grant is refused (`approval_expired`)."""
+    @property
+    def agent(self) -> str:
+        """The requesting agent's id (or the principal's, if it asked directly)."""
+    @property
+    def action(self) -> str: ...
+    @property
+    def resource(self) -> str | None: ...
+    @property
+    def rule(self) -> str | None:
+        """The entry that asked for approval (the subject's own first, if several levels did)."""
+    @property
+    def rules(self) -> list[str]:
+        """Every entry that asked for approval, the subject's own level first."""
+    @property
+    def context(self) -> dict[str, Any]:
+        """The context values it is bound to (a key the request did not have is left out, and must stay absent)."""
 
 @final
 class ManualClock:
@@ -255,6 +298,20 @@ class Engine:
     def _quota_status_json(self, subject: int | str | Agent) -> str: ...
     def acquire(self, principal: int | str | Agent, action: str | int, resource: str | None = None) -> Lease:
         """Decide and, if allowed, hold an in-flight slot at every level whose quota caps concurrency."""
+    def approve(self, decision: str | Decision, approver: str, *, ttl: float = 300.0) -> ApprovalGrant:
+        """Approve an `approval_required` decision (its `decision_id`, or the `Decision`) as principal `approver`.
+
+        The approver must hold one of the roles the entry's `approvers` names (directly or through
+        `inherits`) or be named there, must not be suspended, and must be neither the requester nor
+        any principal or agent it acts for (four eyes). Returns a one-time grant valid for `ttl`
+        seconds (at most 3600). A decision can be approved once, within 15 minutes; the engine
+        remembers at most 10,000 pending approvals and 10,000 grants, the oldest forgotten first.
+        Raises `charter.errors.ApprovalError` (`reason`: `unknown_decision`, `expired`,
+        `already_approved`, `unknown_approver`, `not_an_approver`, `four_eyes`) or
+        `InvalidRequestError` for a malformed id or ttl. Recorded as an `approval_granted` event
+        when auditing is on.
+        """
+    def _pending_approvals_json(self) -> str: ...
     def stats(self) -> dict[str, Any]:
         """`agents`, `slots`, `chains`, `policy_version`, `registry_bytes`."""
     def _set_shadow(self, policy_json: bytes | None = None) -> str | None: ...

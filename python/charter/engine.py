@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from charter import _core, policy
 from charter.acting import ActingMixin
+from charter.approvals import ApprovalsMixin
 from charter.audit.attach import AuditMixin, start_policy_audit
 from charter.authn import IdentityMixin
 from charter.errors import PermissionDenied, PolicyError
@@ -51,7 +52,7 @@ def _compile(
     return engine
 
 
-class Engine(ActingMixin, AuditMixin, ShadowMixin, IdentityMixin, _core.Engine):
+class Engine(ActingMixin, AuditMixin, ShadowMixin, IdentityMixin, ApprovalsMixin, _core.Engine):
     """The decision engine. Build it with `from_file`, `from_toml` or `from_dict`."""
 
     @classmethod

@@ -87,3 +87,19 @@ class StorageError(CharterError, OSError):
 
 class AuditError(CharterError, OSError):
     """The audit log cannot be opened, written or read: locked by another writer, unwritable, malformed."""
+
+
+class ApprovalError(CharterError, ValueError):
+    """`Engine.approve` refused; `reason` says why.
+
+    `unknown_decision` (no pending approval has that id: never, evicted, or not an
+    `approval_required` decision of a single check), `expired` (pending for more than 15 minutes),
+    `already_approved`, `unknown_approver` (not a principal of the policy), `not_an_approver`
+    (holds none of the roles the entry names and is not named, or is suspended), `four_eyes`
+    (the requester itself, or a principal the requesting agent acts for).
+    """
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+        self.message = message or reason

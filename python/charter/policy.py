@@ -38,6 +38,7 @@ class Entry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     when: str | None = None
     hook: str | None = None
     approval: str | None = None
+    approvers: list[str] | None = None
 
 
 class Role(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -3,6 +3,7 @@
 //! (provision, deprovision, reload, principal upserts). Checks take no lock
 //! when given a handle; ids are resolved under a read lock.
 
+use crate::approval::{Approvals, Asked, GrantKey, Mode as ApprovalMode, Pending, Stage};
 use crate::audit::{AuditSink, Card, DecisionFacts, Mode as AuditMode, Staged};
 use crate::charge::{Owner, QuotaState};
 use crate::clock::{Clock, SystemClock};
@@ -84,7 +85,9 @@ pub struct Decision {
     pub detail: Option<String>,
     /// The policy the decision was made under.
     pub snapshot: Arc<Snapshot>,
-    /// The sequence number of its audit record, when auditing is on.
+    /// The sequence number of its audit record, when auditing is on; for an
+    /// `approval_required` decision made with auditing off, the sequence
+    /// number of its engine-local id (so that it can be approved).
     pub audit_seq: Option<u64>,
     /// The audit stream's tag (with `audit_seq`, the decision id).
     pub audit_stream: u32,
@@ -269,12 +272,26 @@ type ShadowRequest<'a> = (
     Option<&'a dyn Hooks>,
 );
 
-/// What a decision found out along the way, for its audit record.
-#[derive(Debug, Default, Clone, Copy)]
+/// What a decision found out along the way, for its audit record (and
+/// for its approval, if it needs one).
+#[derive(Debug, Default)]
 struct Facts {
     now: u64,
     owner: Option<Owner>,
     action: Option<ActionId>,
+    /// How the approval stage treats the request.
+    approvals: ApprovalMode,
+    /// What the approval stage leaves for after the decision.
+    approval: Option<Note>,
+}
+
+/// What the approval stage leaves for after the decision: a pending
+/// approval to remember once the decision has its id, or the grant it used
+/// up, to give back if the request ends up denied.
+#[derive(Debug)]
+enum Note {
+    Pending(Box<Pending>),
+    Consumed(GrantKey),
 }
 
 /// A decision's reason, rule, retry-after and detail.
@@ -327,8 +344,14 @@ fn captured_context<'c>(
 ) -> Vec<(u16, &'c Value)> {
     let mut keys: Vec<&str> = Vec::new();
     let mut add = |r: RuleId| {
-        if let Some(when) = policy.rules.get(r as usize).and_then(|r| r.when.as_ref()) {
-            keys.extend(when.context_keys().iter().map(|k| &**k));
+        if let Some(rule) = policy.rules.get(r as usize) {
+            for c in rule
+                .when
+                .iter()
+                .chain(rule.approval.iter().map(|a| &a.condition))
+            {
+                keys.extend(c.context_keys().iter().map(|k| &**k));
+            }
         }
     };
     if let Some(r) = rule {
@@ -395,6 +418,8 @@ pub struct Engine {
     audit: ArcSwapOption<AuditSink>,
     /// A candidate policy decided next to the live one, if set.
     shadow: ArcSwapOption<Shadow>,
+    /// Pending approvals and the grants issued for them.
+    pub(crate) approvals: Approvals,
 }
 
 impl std::fmt::Debug for Engine {
@@ -442,6 +467,7 @@ impl Engine {
             frozen: AtomicBool::new(false),
             audit: ArcSwapOption::empty(),
             shadow: ArcSwapOption::empty(),
+            approvals: Approvals::default(),
         };
         // Principals acting directly charge their own quotas from the start,
         // not only once an agent acts for them.
@@ -502,7 +528,23 @@ impl Engine {
         context: Option<&dyn Context>,
         hooks: Option<&dyn Hooks>,
     ) -> Decision {
-        self.check_audited(subject, action, resource, context, hooks, true)
+        let approvals = ApprovalMode::Check;
+        self.check_audited(subject, action, resource, context, hooks, true, approvals)
+    }
+
+    /// [`Engine::check_hooked`] for `explain`: an approval grant in the
+    /// context is checked but not used up, and no pending approval is
+    /// remembered.
+    pub(crate) fn check_explained(
+        &self,
+        subject: Subject<'_>,
+        action: Action<'_>,
+        resource: Option<&str>,
+        context: Option<&dyn Context>,
+        hooks: Option<&dyn Hooks>,
+    ) -> Decision {
+        let approvals = ApprovalMode::Explain;
+        self.check_audited(subject, action, resource, context, hooks, true, approvals)
     }
 
     /// [`Engine::check_hooked`], but never waiting for room in a full strict
@@ -517,9 +559,11 @@ impl Engine {
         context: Option<&dyn Context>,
         hooks: Option<&dyn Hooks>,
     ) -> Decision {
-        self.check_audited(subject, action, resource, context, hooks, false)
+        let approvals = ApprovalMode::Check;
+        self.check_audited(subject, action, resource, context, hooks, false, approvals)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn check_audited(
         &self,
         subject: Subject<'_>,
@@ -528,13 +572,19 @@ impl Engine {
         context: Option<&dyn Context>,
         hooks: Option<&dyn Hooks>,
         wait: bool,
+        approvals: ApprovalMode,
     ) -> Decision {
         let audit = self.audit.load();
         let sink = audit.as_deref();
         let shadow = self.shadow.load();
+        let mut facts = Facts {
+            approvals,
+            ..Facts::default()
+        };
         if sink.is_none() && shadow.is_none() {
-            let mut facts = Facts::default();
-            return self.decide_one(subject, action, resource, context, hooks, &mut facts);
+            let mut d = self.decide_one(subject, action, resource, context, hooks, &mut facts);
+            self.settle_approval(&mut d, &mut facts);
+            return d;
         }
         if let Some(sink) = sink {
             if sink.mode() == AuditMode::Strict
@@ -544,11 +594,11 @@ impl Engine {
                 return self.unrecorded(self.snapshot.load_full(), "the audit buffer is full");
             }
         }
-        let mut facts = Facts::default();
         let mut d = self.decide_one(subject, action, resource, context, hooks, &mut facts);
         if let Some(sink) = sink {
             self.record(sink, &mut d, &facts, subject, action, resource, context);
         }
+        self.settle_approval(&mut d, &mut facts);
         if let Some(sh) = shadow.as_deref() {
             let req = (subject, action, resource, context, hooks);
             self.compare_shadow(
@@ -562,6 +612,25 @@ impl Engine {
             );
         }
         d
+    }
+
+    /// After a single decision: remember an `approval_required` one under
+    /// its id (its audit id, or an engine-local one), or give back the grant
+    /// it used up if it ended up denied (strict auditing could not record it).
+    fn settle_approval(&self, d: &mut Decision, facts: &mut Facts) {
+        match facts.approval.take() {
+            None => {}
+            Some(Note::Consumed(key)) if !d.allowed => self.approvals.restore(&key),
+            // Kept: a shadow decision that follows must not see a replay.
+            consumed @ Some(Note::Consumed(_)) => facts.approval = consumed,
+            Some(Note::Pending(p)) if d.reason == Reason::ApprovalRequired => {
+                let id = d.audit_seq.map(|seq| (d.audit_stream, seq));
+                let (stream, seq) = self.approvals.register(id, *p, facts.now);
+                d.audit_stream = stream;
+                d.audit_seq = Some(seq);
+            }
+            Some(Note::Pending(_)) => {}
+        }
     }
 
     /// Decide `req` under the candidate too and count a disagreement.
@@ -586,7 +655,16 @@ impl Engine {
             Action::Id(i) => live_snap.policy.actions.get(i as usize).map(|s| &**s),
         };
         let candidate_action = name.map_or(Action::Id(u32::MAX), Action::Name);
-        let mut f = Facts::default();
+        // The candidate checks an approval grant without using it up (the
+        // live decision may just have), and remembers no pending approval.
+        let live_grant = match &facts.approval {
+            Some(Note::Consumed(key)) => Some(*key),
+            _ => None,
+        };
+        let mut f = Facts {
+            approvals: ApprovalMode::Shadow(live_grant),
+            ..Facts::default()
+        };
         let decided = self.decide(
             &sh.snap,
             subject,
@@ -842,10 +920,62 @@ impl Engine {
             retry_after_ns: None,
             detail: v.detail,
         };
+        if let Some(need) = v.approval.as_deref() {
+            let asked = Asked {
+                policy,
+                need,
+                owner,
+                action: a,
+                resource,
+                context,
+            };
+            self.apply_approval(&asked, &env, now, facts, &mut out);
+        }
         if charge && rights.has_quota() {
             self.quota_stage(policy, rights, owner, a, now, &mut out);
         }
+        self.keep_grant_if_granted(facts, &out);
         Ok(out)
+    }
+
+    /// Put the approval stage's answer into the outcome (cold).
+    #[cold]
+    fn apply_approval(
+        &self,
+        asked: &Asked<'_>,
+        env: &RequestEnv<'_>,
+        now: u64,
+        facts: &mut Facts,
+        out: &mut Outcome,
+    ) {
+        match self.approval_stage(asked, env, now, facts.approvals) {
+            Stage::Required(pending) => facts.approval = pending.map(Note::Pending),
+            Stage::Approved {
+                rule,
+                detail,
+                consumed,
+            } => {
+                out.reason = Reason::Granted;
+                out.rule = rule;
+                out.detail = Some(detail);
+                facts.approval = consumed.map(Note::Consumed);
+            }
+            Stage::Refused(reason, why) => {
+                out.reason = reason;
+                out.detail = (!why.is_empty()).then_some(why);
+            }
+        }
+    }
+
+    /// A grant used up by a request a later stage denied (a quota) is given back.
+    #[inline]
+    fn keep_grant_if_granted(&self, facts: &mut Facts, out: &Outcome) {
+        if out.reason != Reason::Granted {
+            if let Some(Note::Consumed(key)) = &facts.approval {
+                self.approvals.restore(key);
+                facts.approval = None;
+            }
+        }
     }
 
     /// Who `owner` is, for conditions reading `agent.*` or `principal.*`
@@ -1172,8 +1302,11 @@ impl Engine {
                 let ctx = row.as_ref().map(|r| r as &dyn Context);
                 let resource = resources.and_then(|r| r.get(i).copied().flatten());
                 let (subject, action) = (Subject::Handle(handles[i]), Action::Id(actions[i]));
+                // A grant used here and then refused by a full strict log is
+                // lost (fail closed): the agent asks for a new approval.
                 let mut facts = Facts {
                     now,
+                    approvals: ApprovalMode::Batch,
                     ..Facts::default()
                 };
                 let hooks = hooks.map(|h| h as &dyn Hooks);
@@ -1302,9 +1435,25 @@ impl Engine {
                 retry_after_ns: None,
                 detail: None,
             };
+            let mut facts = Facts {
+                approvals: ApprovalMode::Batch,
+                ..Facts::default()
+            };
+            if let Some(need) = v.approval.as_deref() {
+                let asked = Asked {
+                    policy,
+                    need,
+                    owner,
+                    action: a,
+                    resource,
+                    context,
+                };
+                self.apply_approval(&asked, &env, now, &mut facts, &mut out);
+            }
             if rights.has_quota() {
                 self.quota_stage(policy, rights, owner, a, now, &mut out);
             }
+            self.keep_grant_if_granted(&mut facts, &out);
             return Some(out.reason);
         }
         match snap.fast(chain, a, resource.is_some()) {
@@ -1379,7 +1528,7 @@ impl Engine {
     }
 
     /// Record a lifecycle event if auditing is on (`fields` built only then).
-    fn emit(&self, kind: &str, fields: impl FnOnce() -> String) {
+    pub(crate) fn emit(&self, kind: &str, fields: impl FnOnce() -> String) {
         if let Some(sink) = self.audit.load().as_deref() {
             sink.event(
                 &self.snapshot.load_full(),

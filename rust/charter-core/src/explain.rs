@@ -1,6 +1,7 @@
 //! `explain`: the full derivation of one decision, as data. Slow path: it
 //! takes the writer lock to walk the delegation chain's metadata.
 
+use crate::approval::{Approver, Requirement};
 use crate::charge::Owner;
 use crate::cond::{Env, Outcome};
 use crate::engine::{Action, Engine, Subject, NONE};
@@ -38,6 +39,7 @@ impl Engine {
 
     /// [`Engine::explain_with`], running hooks through `hooks` (each hook
     /// that decides is called once for the decision and once per level).
+    /// An approval grant in `context.approval` is checked, not used up.
     pub fn explain_hooked(
         &self,
         subject: Subject<'_>,
@@ -46,7 +48,7 @@ impl Engine {
         context: Option<&dyn Context>,
         hooks: Option<&dyn Hooks>,
     ) -> Value {
-        let d = self.check_hooked(subject, action, resource, context, hooks);
+        let d = self.check_explained(subject, action, resource, context, hooks);
         let snap = d.snapshot.clone();
         let policy = &*snap.policy;
         let action_id = match action {
@@ -164,6 +166,7 @@ impl Engine {
                                 LevelOutcome::ConditionFailed(r) => ("condition_failed", Some(r)),
                                 LevelOutcome::HookDenied(r) => ("hook_denied", Some(r)),
                                 LevelOutcome::HookError(r) => ("hook_error", Some(r)),
+                                LevelOutcome::NeedsApproval(r) => ("approval_required", Some(r)),
                             };
                         entry["outcome"] = json!(outcome);
                         entry["rule"] = json!(rule
@@ -249,6 +252,39 @@ fn guards(policy: &CompiledPolicy, a: u32, segs: Option<&[&str]>, env: &dyn Env)
     Value::Array(out)
 }
 
+/// An entry's `approval`: its condition, who may approve, and (where the
+/// entry would grant) whether approval is needed.
+fn approval(ap: &Requirement, outcome: Option<Outcome>) -> Value {
+    let approvers: Vec<Value> = ap
+        .approvers
+        .iter()
+        .map(|a| match a {
+            Approver::Role(r) => json!({"role": &**r}),
+            Approver::Principal(p) => json!({"principal": &**p}),
+        })
+        .collect();
+    let mut e = json!({
+        "condition": ap.condition.source(),
+        "approvers": approvers,
+        "who": ap.who(),
+        "outcome": match &outcome {
+            None => None,
+            Some(Outcome::True) => Some("true"),
+            Some(Outcome::False) => Some("false"),
+            Some(Outcome::Error(_)) => Some("error"),
+        },
+        // Needed when the condition holds or cannot be evaluated (fail closed).
+        "needed": outcome.as_ref().map(|o| !matches!(o, Outcome::False)),
+    });
+    if let Some(Outcome::Error(f)) = outcome {
+        e["failure"] = json!({
+            "kind": f.kind.as_str(), "at": f.path_or_expr,
+            "detail": f.detail, "message": f.to_string(),
+        });
+    }
+    e
+}
+
 /// Every entry of `level` covering action `a`, and whether it matched.
 fn entries(
     policy: &CompiledPolicy,
@@ -299,6 +335,12 @@ fn entries(
                         "detail": f.detail, "message": f.to_string(),
                     });
                 }
+            }
+            if let Some(ap) = &rule.approval {
+                // Evaluated only where the entry would grant (its `when` holds).
+                let grants =
+                    matched && rule.when.as_ref().is_none_or(|c| c.evaluate(env).is_true());
+                e["approval"] = approval(ap, grants.then(|| ap.condition.evaluate(env)));
             }
             out.push(e);
         }

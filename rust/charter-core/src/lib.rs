@@ -6,6 +6,7 @@
 //! `Slots::resolve` (identity) -> `Snapshot::rights` (the chain's bitsets) ->
 //! `Rights::decide` (bit test, or entry-by-entry for resource-scoped actions).
 
+pub mod approval;
 pub mod audit;
 pub mod bitset;
 pub mod charge;

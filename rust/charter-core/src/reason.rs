@@ -61,10 +61,23 @@ pub enum Reason {
     /// Auditing is on in strict mode and the record could not be kept (the
     /// buffer stayed full, or the log cannot be written): never allow unrecorded.
     AuditUnavailable = 26,
+    /// An allow entry would grant it, but its `approval` condition holds (or
+    /// cannot be evaluated): someone the entry names must approve it first
+    /// (`Engine::approve`), and the request be repeated with the grant.
+    ApprovalRequired = 27,
+    /// The approval grant presented is for another request (agent, action,
+    /// resource, entry or a context value the entry reads differs).
+    ApprovalMismatch = 28,
+    /// The approval grant presented is past its expiry.
+    ApprovalExpired = 29,
+    /// The approval grant presented was already used: a grant allows one request.
+    ApprovalReplayed = 30,
+    /// `context.approval` is not a grant this engine issued (unknown, or not a token string).
+    ApprovalInvalid = 31,
 }
 
 /// Every reason, indexed by its code.
-pub const ALL_REASONS: [Reason; 27] = [
+pub const ALL_REASONS: [Reason; 32] = [
     Reason::Granted,
     Reason::DeniedByRule,
     Reason::NoGrant,
@@ -92,6 +105,11 @@ pub const ALL_REASONS: [Reason; 27] = [
     Reason::HookDenied,
     Reason::HookError,
     Reason::AuditUnavailable,
+    Reason::ApprovalRequired,
+    Reason::ApprovalMismatch,
+    Reason::ApprovalExpired,
+    Reason::ApprovalReplayed,
+    Reason::ApprovalInvalid,
 ];
 
 impl Reason {
@@ -125,6 +143,11 @@ impl Reason {
             Reason::HookDenied => "hook_denied",
             Reason::HookError => "hook_error",
             Reason::AuditUnavailable => "audit_unavailable",
+            Reason::ApprovalRequired => "approval_required",
+            Reason::ApprovalMismatch => "approval_mismatch",
+            Reason::ApprovalExpired => "approval_expired",
+            Reason::ApprovalReplayed => "approval_replayed",
+            Reason::ApprovalInvalid => "approval_invalid",
         }
     }
 
@@ -182,6 +205,15 @@ impl Reason {
             Reason::AuditUnavailable => {
                 "auditing is strict and the decision could not be recorded, so it was denied"
             }
+            Reason::ApprovalRequired => {
+                "an allow entry grants it only with approval, and its `approval` condition holds"
+            }
+            Reason::ApprovalMismatch => "the approval grant presented is for another request",
+            Reason::ApprovalExpired => "the approval grant presented has expired",
+            Reason::ApprovalReplayed => {
+                "the approval grant presented was already used (a grant allows one request)"
+            }
+            Reason::ApprovalInvalid => "the approval grant presented is unknown or malformed",
         }
     }
 

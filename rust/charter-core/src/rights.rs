@@ -39,6 +39,10 @@ pub enum LevelOutcome {
     /// The hook of the deciding entry failed (raised, returned a non-bool,
     /// is not registered).
     HookError(RuleId),
+    /// No allow entry grants it outright, but this one would, with an
+    /// approval: its `when` holds and its `approval` condition holds or
+    /// cannot be evaluated.
+    NeedsApproval(RuleId),
 }
 
 /// The compiled rights of one set of roles.
@@ -110,7 +114,7 @@ impl Level {
                     Effect::Allow => all_allows.push(*rid),
                     Effect::Deny => all_denies.push(*rid),
                 }
-                if rule.when.is_some() || rule.hook.is_some() {
+                if rule.when.is_some() || rule.hook.is_some() || rule.approval.is_some() {
                     // Never in the static sets: `dynamic` routes its actions
                     // to the entry-by-entry walk, which sees every rule.
                     l.dynamic.union_with(&rule.actions);
@@ -222,8 +226,10 @@ impl Level {
     /// be evaluated denies (if it has a hook, the hook says whether it
     /// applies; a failing hook denies); then the first allow without a hook
     /// whose condition holds grants; else the first allow with a hook whose
-    /// condition holds decides by its hook. An allow skipped only for its
-    /// condition is reported.
+    /// condition holds decides by its hook; else the first allow whose
+    /// condition holds but whose `approval` condition holds too (or cannot
+    /// be evaluated) needs approval (after its own hook, if any, agrees).
+    /// An allow skipped only for its condition is reported.
     #[cold]
     fn decide_dynamic(
         &self,
@@ -237,6 +243,8 @@ impl Level {
         let action = policy.actions.get(a as usize).map_or("", |s| &**s);
         let mut skipped: Option<(RuleId, String)> = None;
         let mut hooked: Option<RuleId> = None;
+        // The first allow that would grant with an approval, and why it needs one.
+        let mut pending: Option<(RuleId, Outcome)> = None;
         for rid in self.all_rules.iter().copied() {
             let Some(rule) = policy.rules.get(rid as usize) else {
                 continue;
@@ -265,11 +273,22 @@ impl Level {
                     return LevelOutcome::Deny(rid);
                 }
                 (Effect::Deny, Outcome::False) => {}
-                (Effect::Allow, Outcome::True) if rule.hook.is_some() => {
-                    // Consulted only if no allow without a hook grants.
-                    hooked.get_or_insert(rid);
+                (Effect::Allow, Outcome::True) => {
+                    let needs = rule.approval.as_ref().map(|ap| ap.condition.evaluate(env));
+                    match needs {
+                        // Consulted only if nothing grants without one.
+                        Some(why @ (Outcome::True | Outcome::Error(_))) => {
+                            if pending.is_none() {
+                                pending = Some((rid, why));
+                            }
+                        }
+                        // Consulted only if no allow without a hook grants.
+                        _ if rule.hook.is_some() => {
+                            hooked.get_or_insert(rid);
+                        }
+                        _ => return LevelOutcome::Allow(rid),
+                    }
                 }
-                (Effect::Allow, Outcome::True) => return LevelOutcome::Allow(rid),
                 (Effect::Allow, Outcome::False) => {
                     if skipped.is_none() {
                         let why = if req.wants_detail() {
@@ -293,21 +312,30 @@ impl Level {
                 }
             }
         }
+        // A hook's refusal decides unless a later candidate grants.
+        let mut refusal: Option<(LevelOutcome, String)> = None;
         if let Some(rid) = hooked {
-            let rule = policy.rules.get(rid as usize);
-            let (hook, path) =
-                rule.map_or(("", ""), |r| (r.hook.as_deref().unwrap_or(""), &*r.path));
-            return match req.run_hook(hook, path, action) {
-                HookOutcome::Allow => LevelOutcome::Allow(rid),
-                HookOutcome::Deny(why) => {
-                    *detail = Some(why.unwrap_or_else(|| format!("hook `{hook}` refused")));
-                    LevelOutcome::HookDenied(rid)
+            match run_entry_hook(policy, rid, req, action) {
+                Ok(()) => return LevelOutcome::Allow(rid),
+                Err(r) => refusal = Some(r),
+            }
+        }
+        if let Some((rid, why)) = pending {
+            match run_entry_hook(policy, rid, req, action) {
+                Ok(()) => {
+                    if req.wants_detail() {
+                        *detail = Some(approval_hint(policy, rid, &why));
+                    }
+                    return LevelOutcome::NeedsApproval(rid);
                 }
-                HookOutcome::Error(e) => {
-                    *detail = Some(e);
-                    LevelOutcome::HookError(rid)
+                Err(r) => {
+                    refusal.get_or_insert(r);
                 }
-            };
+            }
+        }
+        if let Some((outcome, why)) = refusal {
+            *detail = Some(why);
+            return outcome;
         }
         match skipped {
             Some((rid, why)) => {
@@ -323,6 +351,51 @@ impl Level {
         self.roles.len() * 4
             + self.allow_any.heap_bytes() * 4
             + (self.first_allow_any.len() + self.first_deny_any.len() + self.scoped_rules.len()) * 4
+    }
+}
+
+/// Run entry `rid`'s hook, if it has one: `Ok` when it lets the entry
+/// decide, else the level's outcome and the detail.
+fn run_entry_hook(
+    policy: &CompiledPolicy,
+    rid: RuleId,
+    req: &dyn Request,
+    action: &str,
+) -> Result<(), (LevelOutcome, String)> {
+    let Some(rule) = policy.rules.get(rid as usize) else {
+        return Err((LevelOutcome::NoGrant, String::new()));
+    };
+    let Some(hook) = rule.hook.as_deref() else {
+        return Ok(());
+    };
+    match req.run_hook(hook, &rule.path, action) {
+        HookOutcome::Allow => Ok(()),
+        HookOutcome::Deny(why) => Err((
+            LevelOutcome::HookDenied(rid),
+            why.unwrap_or_else(|| format!("hook `{hook}` refused")),
+        )),
+        HookOutcome::Error(e) => Err((LevelOutcome::HookError(rid), e)),
+    }
+}
+
+/// Who may approve entry `rid` and why its approval is needed, for the
+/// decision's detail.
+#[cold]
+fn approval_hint(policy: &CompiledPolicy, rid: RuleId, why: &Outcome) -> String {
+    let Some(ap) = policy
+        .rules
+        .get(rid as usize)
+        .and_then(|r| r.approval.as_ref())
+    else {
+        return String::new();
+    };
+    let src = ap.condition.source();
+    match why {
+        Outcome::Error(f) => format!(
+            "approval needed from {}: condition `{src}` could not be evaluated ({f})",
+            ap.who()
+        ),
+        _ => format!("approval needed from {}: condition `{src}` holds", ap.who()),
     }
 }
 
@@ -355,6 +428,7 @@ fn guard_stage(
             reason: Reason::GuardFailed,
             rule: Some(g.rule),
             detail: Some(why),
+            approval: None,
         });
     }
     None
@@ -438,6 +512,18 @@ pub struct Verdict {
     pub rule: Option<RuleId>,
     /// What a condition (or guard) said, when one decided.
     pub detail: Option<String>,
+    /// For `approval_required`: the entries waiting for approval.
+    pub approval: Option<Box<ApprovalNeed>>,
+}
+
+/// What an `approval_required` verdict waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalNeed {
+    /// The entries whose `approval` condition holds (or cannot be
+    /// evaluated), one per level that needs one, the subject's own first.
+    pub rules: Box<[RuleId]>,
+    /// The subject's own entry that grants once approved.
+    pub granted: Option<RuleId>,
 }
 
 impl Verdict {
@@ -446,6 +532,7 @@ impl Verdict {
             reason,
             rule: (rule != NO_RULE).then_some(rule),
             detail: None,
+            approval: None,
         }
     }
 
@@ -454,6 +541,7 @@ impl Verdict {
             reason,
             rule: None,
             detail: None,
+            approval: None,
         }
     }
 }
@@ -670,7 +758,10 @@ impl Rights {
         }
         let segs = resource.map(crate::pattern::split_resource);
         let v = self.walk(policy, a, segs.as_deref(), req);
-        if v.reason == Reason::Granted && policy.guarded.contains(a) {
+        // A request waiting for approval meets the guards first: approval
+        // cannot make up for a failed guard.
+        let would_grant = matches!(v.reason, Reason::Granted | Reason::ApprovalRequired);
+        if would_grant && policy.guarded.contains(a) {
             if let Some(denied) = guard_stage(policy, a, segs.as_deref(), req.env()) {
                 return denied;
             }
@@ -678,7 +769,9 @@ impl Rights {
         v
     }
 
-    /// Level by level, own first: the first level that does not allow decides.
+    /// Level by level, own first: the first level that does not allow
+    /// decides; levels that would allow with an approval make the request
+    /// `approval_required` if every other level allows.
     fn walk(
         &self,
         policy: &CompiledPolicy,
@@ -687,6 +780,8 @@ impl Rights {
         req: &dyn Request,
     ) -> Verdict {
         let mut granted = NO_RULE;
+        let mut approvals: Vec<RuleId> = Vec::new();
+        let mut approval_detail = None;
         for (i, level) in self.levels.iter().enumerate() {
             let mut detail = None;
             let mut v = match (level.decide(policy, a, segs, req, &mut detail), i) {
@@ -695,6 +790,19 @@ impl Rights {
                     continue;
                 }
                 (LevelOutcome::Allow(_), _) => continue,
+                (LevelOutcome::NeedsApproval(r), _) => {
+                    if i == 0 {
+                        granted = r;
+                    }
+                    if approvals.is_empty() {
+                        approval_detail = detail;
+                    }
+                    // Levels holding the same role ask through the same entry.
+                    if !approvals.contains(&r) {
+                        approvals.push(r);
+                    }
+                    continue;
+                }
                 (LevelOutcome::Deny(r), 0) => Verdict::new(Reason::DeniedByRule, r),
                 (LevelOutcome::NoGrant, 0) => Verdict::new(Reason::NoGrant, NO_RULE),
                 (LevelOutcome::ConditionFailed(r), 0) => Verdict::new(Reason::ConditionFailed, r),
@@ -714,6 +822,17 @@ impl Rights {
         }
         if self.levels.is_empty() {
             return Verdict::bare(Reason::InternalError);
+        }
+        if let Some(&first) = approvals.first() {
+            return Verdict {
+                reason: Reason::ApprovalRequired,
+                rule: Some(first),
+                detail: approval_detail,
+                approval: Some(Box::new(ApprovalNeed {
+                    rules: approvals.into_boxed_slice(),
+                    granted: (granted != NO_RULE).then_some(granted),
+                })),
+            };
         }
         Verdict::new(Reason::Granted, granted)
     }

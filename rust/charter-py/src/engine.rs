@@ -5,7 +5,7 @@
 use crate::context::DictContext;
 use crate::errors::{self, IntoPy};
 use crate::hooks::{BatchHooks, CallHooks, Registry};
-use crate::types::{Agent, Decision, Lease, ManualClock};
+use crate::types::{Agent, ApprovalGrant, Decision, Lease, ManualClock};
 use charter_core::request::Context;
 use charter_core::{Action, Reason, Subject};
 use numpy::{PyArray1, PyReadonlyArray1};
@@ -601,6 +601,54 @@ impl Engine {
             inner: std::sync::Mutex::new(lease.unwrap_or_default()),
             decision: Py::new(py, Decision::from_core(d))?,
         })
+    }
+
+    /// Approve an `approval_required` decision (its id, or the `Decision`)
+    /// as principal `approver`; see `charter.Engine.approve`.
+    #[pyo3(signature = (decision, approver, *, ttl=300.0))]
+    fn approve(
+        &self,
+        py: Python<'_>,
+        decision: &Bound<'_, PyAny>,
+        approver: &str,
+        ttl: f64,
+    ) -> PyResult<ApprovalGrant> {
+        let id = if let Ok(d) = decision.cast::<Decision>() {
+            d.get().decision_id()
+        } else if let Ok(s) = decision.cast::<PyString>() {
+            Some(s.to_str()?.to_string())
+        } else {
+            None
+        };
+        let Some(id) = id else {
+            return Err(errors::to_py(
+                py,
+                charter_core::Error::InvalidArgument(
+                    "expected a decision id (str) or an approval_required Decision".into(),
+                ),
+            ));
+        };
+        let ttl_ns = seconds(py, ttl, "ttl")?;
+        // 128 bits from the operating system's generator.
+        let random: Vec<u8> = py.import("os")?.call_method1("urandom", (16,))?.extract()?;
+        let entropy: [u8; 16] = random
+            .try_into()
+            .map_err(|_| errors::internal(py, "os.urandom returned the wrong length"))?;
+        self.inner
+            .approve(&id, approver, ttl_ns, entropy)
+            .map(ApprovalGrant::from)
+            .map_err(|e| errors::approval(py, e))
+    }
+
+    /// The pending approvals (oldest first) as a JSON list.
+    fn _pending_approvals_json(&self, py: Python<'_>) -> PyResult<String> {
+        let list: Vec<serde_json::Value> = self
+            .inner
+            .pending_approvals()
+            .iter()
+            .map(|(id, p)| p.to_json(*id))
+            .collect();
+        serde_json::to_string(&list).map_err(|e| errors::internal(py, &e.to_string()))
     }
 
     /// Registry counters.

@@ -36,6 +36,7 @@ exception!(unknown_action_error, "UnknownActionError");
 exception!(invalid_request_error, "InvalidRequestError");
 exception!(capacity_error, "CapacityError");
 exception!(internal_error, "InternalError");
+exception!(approval_error, "ApprovalError");
 
 /// Build the Python exception for a core error.
 pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
@@ -57,6 +58,19 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Ok(PyErr::from_value(obj))
     })();
     made.unwrap_or_else(|err| err)
+}
+
+/// A refused approval as `charter.errors.ApprovalError(reason, message)`
+/// (a malformed argument as `InvalidRequestError`).
+pub(crate) fn approval(py: Python<'_>, e: charter_core::approval::ApprovalError) -> PyErr {
+    use charter_core::approval::Refusal;
+    if e.refusal == Refusal::InvalidArgument {
+        return to_py(py, Error::InvalidArgument(e.message));
+    }
+    match approval_error(py).and_then(|c| c.call1((e.refusal.as_str(), e.message))) {
+        Ok(obj) => PyErr::from_value(obj),
+        Err(err) => err,
+    }
 }
 
 /// An internal failure (a caught panic) as `charter.InternalError`.

@@ -19,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::Agent>()?;
     m.add_class::<types::ManualClock>()?;
     m.add_class::<types::Lease>()?;
+    m.add_class::<types::ApprovalGrant>()?;
     m.add_class::<hooks::HookRequest>()?;
     let reasons: Vec<&str> = charter_core::ALL_REASONS
         .iter()

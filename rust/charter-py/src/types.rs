@@ -117,9 +117,11 @@ impl Decision {
     }
 
     /// The id of the decision's audit record (`stream-seq`), or None when
-    /// auditing is off. `charter audit why ID` finds the record.
+    /// auditing is off. `charter audit why ID` finds the record. An
+    /// `approval_required` decision always has one (engine-local when
+    /// auditing is off): `Engine.approve` takes it.
     #[getter]
-    fn decision_id(&self) -> Option<String> {
+    pub(crate) fn decision_id(&self) -> Option<String> {
         (self.audit_seq != 0).then(|| format!("{:08x}-{}", self.audit_stream, self.audit_seq))
     }
 
@@ -315,5 +317,120 @@ impl Drop for Lease {
         if let Ok(mut l) = self.inner.lock() {
             self.engine.release(&mut l);
         }
+    }
+}
+
+/// A one-time approval grant from `Engine.approve`: pass `token` as
+/// `context["approval"]` when repeating the approved request.
+#[pyclass(frozen, module = "charter._core")]
+pub struct ApprovalGrant {
+    token: String,
+    decision_id: String,
+    approver: String,
+    expires_at_ns: u64,
+    agent: String,
+    action: String,
+    resource: Option<String>,
+    rules: Vec<String>,
+    context: Vec<(Box<str>, Option<charter_core::cond::Value>)>,
+}
+
+impl From<charter_core::approval::IssuedGrant> for ApprovalGrant {
+    fn from(g: charter_core::approval::IssuedGrant) -> ApprovalGrant {
+        ApprovalGrant {
+            token: g.token,
+            decision_id: g.decision_id,
+            approver: g.approver,
+            expires_at_ns: g.expires_at_ns,
+            agent: g.requester,
+            action: g.binding.action.to_string(),
+            resource: g.binding.resource.map(|r| r.to_string()),
+            rules: g.binding.rules.iter().map(|r| r.to_string()).collect(),
+            context: g.binding.context.into_vec(),
+        }
+    }
+}
+
+#[pymethods]
+impl ApprovalGrant {
+    /// The secret to pass as `context["approval"]` (the engine keeps only its hash).
+    #[getter]
+    fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The `approval_required` decision it approves.
+    #[getter]
+    fn decision_id(&self) -> &str {
+        &self.decision_id
+    }
+
+    /// The principal who approved.
+    #[getter]
+    fn approver(&self) -> &str {
+        &self.approver
+    }
+
+    /// Unix seconds from which the grant is refused (`approval_expired`).
+    #[getter]
+    fn expires_at(&self) -> f64 {
+        self.expires_at_ns as f64 / 1e9
+    }
+
+    /// The requesting agent's id (or the principal's, if it asked directly).
+    #[getter]
+    fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    /// The action it is bound to.
+    #[getter]
+    fn action(&self) -> &str {
+        &self.action
+    }
+
+    /// The resource it is bound to, or None.
+    #[getter]
+    fn resource(&self) -> Option<&str> {
+        self.resource.as_deref()
+    }
+
+    /// The entry that asked for approval (the subject's own first, if several levels did).
+    #[getter]
+    fn rule(&self) -> Option<&str> {
+        self.rules.first().map(String::as_str)
+    }
+
+    /// Every entry that asked for approval, the subject's own level first.
+    #[getter]
+    fn rules(&self) -> Vec<String> {
+        self.rules.clone()
+    }
+
+    /// The context values it is bound to: every key the entries' `when` and
+    /// `approval` read (a key the request did not have is left out, and must
+    /// stay absent).
+    #[getter]
+    fn context<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.context {
+            if let Some(v) = v {
+                d.set_item(&**k, crate::hooks::to_py(py, v)?)?;
+            }
+        }
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        // Never the token: reprs end up in logs.
+        format!(
+            "ApprovalGrant(decision_id='{}', approver='{}', agent='{}', action='{}', resource={}, expires_at={})",
+            self.decision_id,
+            self.approver,
+            self.agent,
+            self.action,
+            py_opt(self.resource.as_deref()),
+            self.expires_at()
+        )
     }
 }

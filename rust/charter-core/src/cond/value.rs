@@ -113,6 +113,25 @@ impl Value {
         }
     }
 
+    /// The value as JSON (a float that JSON cannot hold, NaN or infinite,
+    /// becomes `null`).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Str(s) => serde_json::Value::String(s.to_string()),
+            Value::List(items) => items.iter().map(Value::to_json).collect(),
+            Value::Map(m) => serde_json::Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
     /// The name of the value's type as the documentation spells it.
     pub fn type_name(&self) -> &'static str {
         match self {

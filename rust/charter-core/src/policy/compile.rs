@@ -3,8 +3,11 @@
 //! become pattern ids, inheritance is closed, and every problem is reported
 //! with its path in the document.
 
-use super::model::{EntrySpec, GuardSpec, OneOrMany, PolicySpec, PrincipalSpec, TemplateSpec};
+use super::model::{
+    EntrySpec, EntryTable, GuardSpec, OneOrMany, PolicySpec, PrincipalSpec, TemplateSpec,
+};
 use super::quotas::{compile_breaker, compile_costs, Quota, QuotaId};
+use crate::approval::{Approver, Requirement, APPROVAL_KEY};
 use crate::bitset::ActionSet;
 use crate::cond::{Condition, Map, Value};
 use crate::error::{Error, Result};
@@ -57,6 +60,9 @@ pub struct Rule {
     pub when: Option<Condition>,
     /// The Python hook consulted when the entry would decide.
     pub hook: Option<Box<str>>,
+    /// Its `approval` requirement (allow entries only): while the condition
+    /// holds, or cannot be evaluated, the entry grants only with an approval.
+    pub approval: Option<Box<Requirement>>,
 }
 
 /// One compiled guard: its entry in [`CompiledPolicy::rules`] (path
@@ -249,8 +255,12 @@ impl CompiledPolicy {
             ] {
                 for (i, entry) in list.iter().enumerate() {
                     let path = format!("{base}.{field}[{i}]");
-                    let rule =
-                        c.compile_entry(entry, effect, rid as RoleId, &path, &mut builder)?;
+                    let rule = c.compile_entry(
+                        entry,
+                        (effect, rid as RoleId, &path),
+                        &spec.principals,
+                        &mut builder,
+                    )?;
                     own.push(rules.len() as RuleId);
                     rules.push(rule);
                 }
@@ -293,9 +303,13 @@ impl CompiledPolicy {
         c.guards = guards.into_boxed_slice();
         let mut keys: Vec<Box<str>> = rules
             .iter()
-            .filter_map(|r: &Rule| r.when.as_ref())
+            .flat_map(|r: &Rule| r.when.iter().chain(r.approval.iter().map(|a| &a.condition)))
             .flat_map(|w| w.context_keys().iter().cloned())
             .collect();
+        // The grant an approval entry waits for comes in `context.approval`.
+        if rules.iter().any(|r| r.approval.is_some()) {
+            keys.push(APPROVAL_KEY.into());
+        }
         keys.sort();
         keys.dedup();
         c.context_keys = keys.into_boxed_slice();
@@ -354,19 +368,20 @@ impl CompiledPolicy {
             role: RoleId::MAX,
             when: Some(require),
             hook: None,
+            approval: None,
         })
     }
 
     fn compile_entry(
         &self,
         entry: &EntrySpec,
-        effect: Effect,
-        role: RoleId,
-        path: &str,
+        (effect, role, path): (Effect, RoleId, &str),
+        principals: &BTreeMap<String, PrincipalSpec>,
         patterns: &mut PatternBuilder,
     ) -> Result<Rule> {
         let mut when = None;
         let mut hook = None;
+        let mut approval = None;
         let (action, on) = match entry {
             EntrySpec::Action(a) => (OneOrMany::One(a.clone()), None),
             EntrySpec::Table(t) => {
@@ -385,9 +400,7 @@ impl CompiledPolicy {
                     }
                     hook = Some(name.as_str().into());
                 }
-                if t.approval.is_some() {
-                    return Err(unsupported(&format!("{path}.approval"), "approvals"));
-                }
+                approval = self.compile_approval(t, effect, path, principals)?;
                 (t.action.clone(), t.on.as_ref())
             }
         };
@@ -417,7 +430,83 @@ impl CompiledPolicy {
             role,
             when,
             hook,
+            approval,
         })
+    }
+
+    /// An entry's `approval` and `approvers`: allow entries only, both or
+    /// neither; approvers name roles or the document's principals.
+    fn compile_approval(
+        &self,
+        t: &EntryTable,
+        effect: Effect,
+        path: &str,
+        principals: &BTreeMap<String, PrincipalSpec>,
+    ) -> Result<Option<Box<Requirement>>> {
+        let (src, names) = match (&t.approval, &t.approvers) {
+            (None, None) => return Ok(None),
+            (None, Some(_)) => {
+                return Err(Error::policy(
+                    format!("{path}.approvers"),
+                    "`approvers` without `approval`: add `approval = \"<condition>\"` \
+                     (when approval is needed) or remove `approvers`",
+                ))
+            }
+            (Some(_), _) if effect == Effect::Deny => {
+                return Err(Error::policy(
+                    format!("{path}.approval"),
+                    "`approval` is not supported on deny entries: only an allow can wait for approval",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(Error::policy(
+                    format!("{path}.approvers"),
+                    "an entry with `approval` needs `approvers`: the roles or principals who may approve",
+                ))
+            }
+            (Some(src), Some(names)) => (src, names),
+        };
+        if names.is_empty() {
+            return Err(Error::policy(
+                format!("{path}.approvers"),
+                "`approvers` is empty: name at least one role or principal",
+            ));
+        }
+        let condition = Condition::compile(src, &format!("{path}.approval"))?;
+        let mut approvers: Vec<Approver> = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let ipath = format!("{path}.approvers[{i}]");
+            let approver = match (self.role_id(name).is_some(), principals.contains_key(name)) {
+                (true, false) => Approver::Role(name.as_str().into()),
+                (false, true) => Approver::Principal(name.as_str().into()),
+                (true, true) => {
+                    return Err(Error::policy(
+                        ipath,
+                        format!("`{name}` is both a role and a principal: rename one of them"),
+                    ))
+                }
+                (false, false) => {
+                    return Err(Error::policy(
+                        ipath,
+                        format!(
+                            "unknown role or principal `{name}` (approvers name roles or \
+                             principals of this policy)"
+                        ),
+                    ))
+                }
+            };
+            if !approvers.contains(&approver) {
+                approvers.push(approver);
+            }
+        }
+        // `approval = "false"` never asks for approval: no requirement at all.
+        if condition.constant() == Some(false) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(Requirement {
+            condition,
+            approvers: approvers.into_boxed_slice(),
+        })))
     }
 
     /// The actions a scope (action names and patterns, as in grants)
@@ -773,13 +862,6 @@ pub fn validate_principal_id(id: &str, path: &str) -> Result<()> {
 /// Principal attributes as conditions read them.
 fn attrs_map(a: &serde_json::Map<String, serde_json::Value>) -> Map {
     Map::new(a.iter().map(|(k, v)| (k.as_str(), Value::from_json(v))))
-}
-
-fn unsupported(path: &str, what: &str) -> Error {
-    Error::policy(
-        path,
-        format!("{what} are not supported by this version of charter"),
-    )
 }
 
 fn is_name(s: &str) -> bool {

@@ -166,9 +166,15 @@ pub struct EntryTable {
     /// Python hook name (reserved for the hooks feature).
     #[serde(default)]
     pub hook: Option<String>,
-    /// Approval condition (reserved for the approvals feature).
+    /// Approval condition (allow entries only): while it holds, or cannot be
+    /// evaluated, the entry grants only with an approval grant.
     #[serde(default)]
     pub approval: Option<String>,
+    /// Role names and principal ids who may approve (required with `approval`).
+    /// Left out of the serialised form when absent, so documents without
+    /// approvals keep their content version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<Vec<String>>,
 }
 
 /// A human or service principal.
