@@ -183,7 +183,11 @@ def test_breaker_suspension_is_an_event_with_its_cause(tmp_path: Path) -> None:
     assert isinstance(suspend, EventRecord)
     assert suspend.fields["breaker"] is True
     assert "quota" in suspend.fields["why"]
-    limited = [r for r in decisions_of(tmp_path / "a") if r.reason == "rate_limited"]
+    logged = decisions_of(tmp_path / "a")
+    granted = [r.quota_remaining for r in logged if r.reason == "granted"]
+    assert granted == [1, 0]  # burst 2: one left after the first, none after the second
+    limited = [r for r in logged if r.reason == "rate_limited"]
+    assert all(r.quota_remaining == 0 for r in limited)
     assert limited
     assert all(r.retry_after is not None and r.retry_after > 0 for r in limited)
 

@@ -37,6 +37,7 @@ class DecisionRecord(msgspec.Struct, kw_only=True):
     policy: str
     detail: str | None = None
     retry_after: float | None = None
+    quota_remaining: int | None = None
     context: dict[str, Any] | None = None
     handle: int | None = None
     subject: str | None = None

@@ -37,6 +37,8 @@ def describe(record: DecisionRecord | EventRecord) -> str:
         lines.append(f"  detail: {record.detail}")
     if record.retry_after is not None:
         lines.append(f"  retry after: {record.retry_after:.3f}s")
+    if record.quota_remaining is not None:
+        lines.append(f"  quota left after it: {record.quota_remaining}")
     if record.context:
         shown = ", ".join(f"{k}={v}" for k, v in record.context.items())
         lines.append(f"  context read: {shown}")

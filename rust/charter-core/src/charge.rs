@@ -228,11 +228,14 @@ impl QuotaState {
         owner: Owner,
         a: ActionId,
         now: u64,
-    ) -> Result<(), QuotaDenial> {
+    ) -> Result<f64, QuotaDenial> {
         let mut charged = 0usize;
         let mut refused = false;
+        // The fewest units any charged cell has left: what the audit record says remains.
+        let mut remaining = f64::INFINITY;
         self.for_each_charge(policy, rights, owner, a, |cell, params, cost, _, _| {
-            if cell.try_charge(params, cost, now).is_ok() {
+            if let Ok(c) = cell.try_charge(params, cost, now) {
+                remaining = remaining.min(params.remaining_at(c.tat_ns, now));
                 charged += 1;
                 true
             } else {
@@ -242,7 +245,7 @@ impl QuotaState {
         })
         .map_err(|level| denial(Reason::InternalError, None, level))?;
         if !refused {
-            return Ok(());
+            return Ok(remaining);
         }
         self.refuse(policy, rights, owner, a, now, charged)
     }
@@ -258,7 +261,7 @@ impl QuotaState {
         a: ActionId,
         now: u64,
         charged: usize,
-    ) -> Result<(), QuotaDenial> {
+    ) -> Result<f64, QuotaDenial> {
         let mut undone = 0usize;
         let _ = self.for_each_charge(policy, rights, owner, a, |cell, params, cost, _, _| {
             if undone < charged {

@@ -283,6 +283,8 @@ struct Facts {
     approvals: ApprovalMode,
     /// What the approval stage leaves for after the decision.
     approval: Option<Note>,
+    /// Units left of the tightest quota the request was charged to.
+    quota_remaining: Option<u32>,
 }
 
 /// What the approval stage leaves for after the decision: a pending
@@ -328,6 +330,7 @@ fn decision_facts<'a>(
         reason: reason.code(),
         rule,
         retry_after_ns,
+        quota_remaining: facts.quota_remaining,
         detail,
     }
 }
@@ -392,6 +395,8 @@ struct Outcome {
     rule: Option<RuleId>,
     retry_after_ns: Option<u64>,
     detail: Option<String>,
+    /// Units left of the tightest quota the request was charged to.
+    quota_remaining: Option<u32>,
 }
 
 impl Outcome {
@@ -401,6 +406,7 @@ impl Outcome {
             rule: None,
             retry_after_ns: None,
             detail: None,
+            quota_remaining: None,
         }
     }
 }
@@ -919,6 +925,7 @@ impl Engine {
             rule: v.rule,
             retry_after_ns: None,
             detail: v.detail,
+            quota_remaining: None,
         };
         if let Some(need) = v.approval.as_deref() {
             let asked = Asked {
@@ -933,6 +940,7 @@ impl Engine {
         }
         if charge && rights.has_quota() {
             self.quota_stage(policy, rights, owner, a, now, &mut out);
+            facts.quota_remaining = out.quota_remaining;
         }
         self.keep_grant_if_granted(facts, &out);
         Ok(out)
@@ -1050,11 +1058,15 @@ impl Engine {
     ) {
         if out.reason == Reason::Granted {
             match self.quota.charge(policy, rights, owner, a, now) {
-                Ok(()) => return,
+                Ok(left) => {
+                    out.quota_remaining = left.is_finite().then(|| left.floor() as u32);
+                    return;
+                }
                 Err(d) => {
                     out.reason = d.reason;
                     out.rule = None;
                     out.retry_after_ns = d.retry_after_ns;
+                    out.quota_remaining = Some(0);
                 }
             }
         }
@@ -1434,6 +1446,7 @@ impl Engine {
                 rule: v.rule,
                 retry_after_ns: None,
                 detail: None,
+                quota_remaining: None,
             };
             let mut facts = Facts {
                 approvals: ApprovalMode::Batch,

@@ -271,6 +271,10 @@ impl Encoder {
             out.extend_from_slice(b",\"retry_after\":");
             json::write_f64(out, r.retry_ns as f64 / 1e9);
         }
+        if r.quota_left != u32::MAX {
+            out.extend_from_slice(b",\"quota_remaining\":");
+            write_u64(out, u64::from(r.quota_left));
+        }
         if let Some(detail) = text(r.text) {
             out.extend_from_slice(b",\"detail\":");
             write_str(out, &detail);

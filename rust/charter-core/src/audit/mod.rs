@@ -116,6 +116,8 @@ pub(crate) struct Record {
     retry_ns: u64,
     rule: u32,
     action: u32,
+    /// `u32::MAX`: no quota was charged.
+    quota_left: u32,
     snap: u16,
     event: bool,
     reason: u8,
@@ -153,6 +155,8 @@ pub struct DecisionFacts<'a> {
     pub rule: Option<u32>,
     /// For a quota denial.
     pub retry_after_ns: Option<u64>,
+    /// Units left of the tightest quota charged (0 on a quota denial).
+    pub quota_remaining: Option<u32>,
     /// What a condition, guard or hook said.
     pub detail: Option<&'a str>,
 }
@@ -259,6 +263,7 @@ impl Staged {
             seq: 0,
             subject,
             retry_ns: f.retry_after_ns.unwrap_or(NO_RETRY),
+            quota_left: f.quota_remaining.unwrap_or(u32::MAX),
             rule: f.rule.unwrap_or(NO_RULE),
             action: f.action.unwrap_or(NO_ACTION),
             snap: 0,
@@ -294,6 +299,7 @@ impl Staged {
             seq: 0,
             subject,
             retry_ns: NO_RETRY,
+            quota_left: u32::MAX,
             rule: NO_RULE,
             action: NO_ACTION,
             snap: 0,
