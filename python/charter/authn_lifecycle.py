@@ -86,13 +86,14 @@ class LifecycleMixin(RevocationLogMixin):
                     for ident in records:
                         if ident[0] == "agent":
                             self._id_admissions.forget(ident[1])
-                event = {
-                    "revoked": [{"kind": r[0], "id": r[1]} for r in records],
-                    "retired": retired,
-                    "why": reason,
-                }
-                core: _core.Engine = self
-                core._audit_event("revoke", msgspec.json.encode(event).decode())
+                if getattr(self, "_audit_writer", None) is not None:  # only when auditing
+                    event = {
+                        "revoked": [{"kind": r[0], "id": r[1]} for r in records],
+                        "retired": retired,
+                        "why": reason,
+                    }
+                    core: _core.Engine = self
+                    core._audit_event("revoke", msgspec.json.encode(event).decode())
             return retired
 
     def deprovision(self, agent: int | str | _core.Agent) -> int:
