@@ -748,22 +748,7 @@ impl Engine {
         spec: PolicySpec,
         stats: Arc<ShadowStats>,
     ) -> Result<Shadow> {
-        let mut principals: BTreeMap<Box<str>, Arc<Principal>> = policy
-            .principals
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
-            .collect();
-        for (id, over) in &w.overlay {
-            match over {
-                None => {
-                    principals.remove(id);
-                }
-                Some(p) => {
-                    let path = format!("principals.{} (set at runtime)", crate::policy::key(id));
-                    principals.insert(id.clone(), Arc::new(policy.compile_principal(p, &path)?));
-                }
-            }
-        }
+        let principals = effective_principals(w, &policy)?;
         let mut snap = Snapshot::new(policy, principals);
         snap.suspended = w.suspended_principals.keys().cloned().collect();
         w.shadow_cache = RightsCache::default();
@@ -2438,13 +2423,12 @@ struct Missing;
 /// Requests per block of the batch loop (see `check_batch`).
 const BATCH_BLOCK: usize = 64;
 
-/// Rebuild the snapshot for `policy`: effective principals, then the rights
-/// of every chain known so far.
-fn build_snapshot(
-    w: &mut Writer,
-    index: &mut Index,
-    policy: Arc<CompiledPolicy>,
-) -> Result<Snapshot> {
+/// The principals in force under `policy`: its own, with the runtime
+/// upserts and removals laid over them.
+fn effective_principals(
+    w: &Writer,
+    policy: &CompiledPolicy,
+) -> Result<BTreeMap<Box<str>, Arc<Principal>>> {
     let mut principals: BTreeMap<Box<str>, Arc<Principal>> = policy
         .principals
         .iter()
@@ -2461,6 +2445,17 @@ fn build_snapshot(
             }
         }
     }
+    Ok(principals)
+}
+
+/// Rebuild the snapshot for `policy`: effective principals, then the rights
+/// of every chain known so far.
+fn build_snapshot(
+    w: &mut Writer,
+    index: &mut Index,
+    policy: Arc<CompiledPolicy>,
+) -> Result<Snapshot> {
+    let principals = effective_principals(w, &policy)?;
     for id in principals.keys() {
         if index.find(id).is_some() {
             return Err(Error::policy(
