@@ -13,12 +13,14 @@ Fixtures:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import charter
+from redis_helpers import RedisServer
+from redis_helpers import redis_server as start_redis_server
 
 CLOCK_START = 1_700_000_000.0
 """Where the manual clock starts (2023-11-14, Unix seconds)."""
@@ -93,3 +95,10 @@ def clocked_engine(clock: charter.ManualClock) -> charter.Engine:
 def clocked_example(clock: charter.ManualClock) -> charter.Engine:
     """The example policy on the manual clock."""
     return charter.Engine.example(clock=clock)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server of the test's own, on a free port (skipped without the binary outside CI)."""
+    with start_redis_server() as server:
+        yield server

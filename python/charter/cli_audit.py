@@ -25,12 +25,16 @@ def _when(ts: int) -> str:
 def _row(r: Record) -> str:
     if isinstance(r, EventRecord):
         fields = " ".join(f"{k}={json.dumps(v)}" for k, v in r.fields.items())
-        return f"{_when(r.ts)} {r.stream}-{r.seq:<8} EVENT {r.kind} {fields}"
+        return f"{_when(r.ts)}{_host(r)} {r.stream}-{r.seq:<8} EVENT {r.kind} {fields}"
     who = r.agent or r.principal or r.subject or f"handle:{r.handle}"
     on = f" {r.resource}" if r.resource is not None else ""
     rule = f" [{r.rule}]" if r.rule else ""
     verdict = "ALLOW" if r.allowed else "DENY "
-    return f"{_when(r.ts)} {r.decision_id:<17} {verdict} {who} {r.action}{on}: {r.reason}{rule}"
+    return f"{_when(r.ts)}{_host(r)} {r.decision_id:<17} {verdict} {who} {r.action}{on}: {r.reason}{rule}"
+
+
+def _host(r: Record) -> str:
+    return f" {r.host}" if r.host else ""
 
 
 def _print(records: Iterable[Record], as_json: bool) -> int:
@@ -40,7 +44,14 @@ def _print(records: Iterable[Record], as_json: bool) -> int:
         if as_json:
             data = msgspec.to_builtins(r)
             if isinstance(r, EventRecord):
-                data = {"seq": r.seq, "ts": r.ts, "kind": r.kind, "stream": r.stream, **r.fields}
+                data = {
+                    "seq": r.seq,
+                    "ts": r.ts,
+                    "kind": r.kind,
+                    "stream": r.stream,
+                    "host": r.host,
+                    **r.fields,
+                }
             print(json.dumps(data))
         else:
             print(_row(r))
@@ -74,8 +85,14 @@ def _filters(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def _directories(args: argparse.Namespace) -> str | list[str]:
+    """One directory as before; several merged by time (`charter.audit.read`)."""
+    dirs: list[str] = args.directory
+    return dirs[0] if len(dirs) == 1 else dirs
+
+
 def _cmd_query(args: argparse.Namespace) -> int:
-    records: Iterator[Record] = audit.read(args.directory, **_filters(args))  # type: ignore[arg-type]
+    records: Iterator[Record] = audit.read(_directories(args), **_filters(args))  # type: ignore[arg-type]
     if args.limit is not None:
         records = (r for i, r in enumerate(records) if i < args.limit)
     _print(records, args.json)
@@ -84,21 +101,28 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 def _cmd_tail(args: argparse.Namespace) -> int:
     last: list[Record] = []
-    for r in audit.read(args.directory, **_filters(args)):  # type: ignore[arg-type]
+    for r in audit.read(_directories(args), **_filters(args)):  # type: ignore[arg-type]
         last.append(r)
         if len(last) > args.n:
             last.pop(0)
     _print(last, args.json)
     if not args.follow:
         return EXIT_OK
-    seen = last[-1].seq if last else 0
+    # One directory: its sequence numbers order it; several: their times do.
+    by_seq = isinstance(_directories(args), str)
+
+    def position(r: Record) -> int:
+        return r.seq if by_seq else r.ts
+
+    seen = position(last[-1]) if last else 0
     try:
         while True:
             time.sleep(args.interval)
-            fresh = [r for r in audit.read(args.directory, **_filters(args)) if r.seq > seen]  # type: ignore[arg-type]
+            records = audit.read(_directories(args), **_filters(args))  # type: ignore[arg-type]
+            fresh = [r for r in records if position(r) > seen]
             if fresh:
                 _print(fresh, args.json)
-                seen = fresh[-1].seq
+                seen = position(fresh[-1])
                 sys.stdout.flush()
     except KeyboardInterrupt:
         return EXIT_OK
@@ -145,7 +169,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("directory", help="the audit directory")
+    p.add_argument(
+        "directory",
+        nargs="+",
+        help="the audit directory; several (a fleet's servers') are merged by time, each record naming its host",
+    )
     p.add_argument("--agent", help="the agent, or any delegator in its chain")
     p.add_argument("--principal", help="the root principal")
     p.add_argument("--action")

@@ -75,6 +75,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         audit_dir=args.audit_dir,
         audit_mode=args.audit_mode,
         audit_fsync=args.audit_fsync,
+        state=args.state,
     )
 
 
@@ -199,6 +200,13 @@ def add_commands(sub: Any) -> None:
         "--audit-fsync",
         choices=["batch", "interval", "never"],
         help="default: the policy's [audit] fsync, else batch",
+    )
+    serve.add_argument(
+        "--state",
+        default="local",
+        metavar="URL",
+        help="where revocations, suspensions, freeze and the policy live: `local` (default) or "
+        "redis://host:port/db, shared by every server on it (docs/multi-host.md)",
     )
     serve.add_argument("--max-frame", type=_positive, default=DEFAULT_MAX_FRAME, metavar="BYTES")
     serve.add_argument("--max-inflight", type=_positive, default=128, metavar="N", help="per connection")

@@ -27,6 +27,7 @@ from charter.hooks import Hook
 from charter.policytools import lint as policy_lint
 from charter.policytools import permissions as policy_permissions
 from charter.shadowing import ShadowMixin
+from charter.shared.mixin import SharedStateMixin
 
 Principal = int | str | _core.Agent
 """Who asks: an agent handle, an `Agent`, an agent id or a principal id."""
@@ -52,7 +53,9 @@ def _compile(
     return engine
 
 
-class Engine(ActingMixin, AuditMixin, ShadowMixin, IdentityMixin, ApprovalsMixin, _core.Engine):
+class Engine(
+    SharedStateMixin, ActingMixin, AuditMixin, ShadowMixin, IdentityMixin, ApprovalsMixin, _core.Engine
+):
     """The decision engine. Build it with `from_file`, `from_toml` or `from_dict`."""
 
     @classmethod

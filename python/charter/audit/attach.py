@@ -33,6 +33,7 @@ class AuditMixin:
         buffer_records: int = 1 << 18,
         block_timeout: float = 1.0,
         hash_key: bytes | None = None,
+        host: str | None = None,
     ) -> AuditWriter:
         """Record every decision and lifecycle event in `directory` from now on; returns the writer.
 
@@ -42,7 +43,8 @@ class AuditMixin:
         `fsync`: `"batch"` (every batch, one fsync for all pending: group commit), `"interval"`
         (every `fsync_interval` seconds) or `"never"` (left to the OS). Files rotate past
         `max_file_bytes` or `max_file_age` seconds. A crash loses at most the records of the last
-        `flush_interval` (plus the batch being written). See docs/audit.md.
+        `flush_interval` (plus the batch being written). `host` names this host in every file's
+        header (default: the hostname). See docs/audit.md.
         """
         settings = AuditSettings(
             mode=mode,
@@ -53,6 +55,7 @@ class AuditMixin:
             fsync_interval=fsync_interval,
             buffer_records=buffer_records,
             block_timeout=block_timeout,
+            host=host,
         )
         return self._start_audit(directory, settings, hash_key)
 

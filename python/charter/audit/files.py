@@ -53,6 +53,8 @@ class FileHeader(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", t
     prev: str
     first_seq: int
     created_ns: int
+    host: str = ""
+    """The host whose server wrote the file (files written before hosts were recorded have none)."""
 
 
 class Seal(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="seal"):

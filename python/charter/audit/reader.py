@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import heapq
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ class DecisionRecord(msgspec.Struct, kw_only=True):
     handle: int | None = None
     subject: str | None = None
     stream: str = ""
+    host: str = ""
+    """The host that wrote it (from its file's header; "" for files written before hosts were named)."""
 
     @property
     def decision_id(self) -> str:
@@ -60,6 +63,7 @@ class EventRecord(msgspec.Struct, kw_only=True):
     kind: str
     fields: dict[str, Any]
     stream: str = ""
+    host: str = ""
 
 
 Record = DecisionRecord | EventRecord
@@ -93,8 +97,12 @@ def to_ns(t: Time) -> int:
     return int(t) if isinstance(t, int) and t > 10**15 else int(t * 1e9)
 
 
+Directories = str | Path | Sequence[str | Path]
+"""One audit directory, or several (a fleet's servers' logs, merged by time)."""
+
+
 def read(
-    directory: str | Path,
+    directory: Directories,
     *,
     kind: str | None = "decision",
     agent: str | None = None,
@@ -108,7 +116,9 @@ def read(
 ) -> Iterator[Record]:
     """Records in sequence order, filtered (every filter given must match).
 
-    `kind` is `"decision"` (default), an event kind (`"provision"`, ...), or None for everything.
+    `directory` may be several directories (each server's of a fleet, each
+    record naming its `host`): their records are merged by time (`ts`),
+    each directory's still in its own order. `kind` is `"decision"` (default), an event kind (`"provision"`, ...), or None for everything.
     `agent` matches the agent or any delegator in its chain; `principal` the root principal.
     """
     if effect not in (None, "allow", "deny"):
@@ -116,29 +126,57 @@ def read(
     lo = to_ns(since) if since is not None else None
     hi = to_ns(until) if until is not None else None
     want_stream, want_seq = parse_decision_id(decision_id) if decision_id else (None, None)
-    for d in _dirs(Path(directory)):
-        for stream, _, path in _files_for(d, want_stream, want_seq):
-            for raw in _lines(path):
-                try:
-                    head = _decode_head(raw)
-                except (msgspec.DecodeError, ValueError):
-                    continue  # a damaged line: `verify` reports it
-                if head.kind in ("file", "seal") or head.seq is None:
-                    continue
-                if want_seq is not None and head.seq != want_seq:
-                    continue
-                if kind is not None and head.kind != kind:
-                    continue
-                if (lo is not None and head.ts < lo) or (hi is not None and head.ts >= hi):
-                    continue
-                record = _record(raw, stream)
-                if record is not None and _matches(record, agent, principal, action, effect, reason):
-                    yield record
-                if want_seq is not None:
-                    return
+    filters = (kind, agent, principal, action, effect, reason, lo, hi, want_stream, want_seq)
+    if isinstance(directory, str | Path):
+        for leaf in _dirs(Path(directory)):
+            yield from _read_leaf(leaf, *filters)
+        return
+    if not directory:
+        raise InvalidRequestError("give at least one audit directory")
+    leaves = [leaf for root in directory for leaf in _dirs(Path(root))]
+    yield from heapq.merge(*(_read_leaf(leaf, *filters) for leaf in leaves), key=lambda r: r.ts)
 
 
-def read_columns(directory: str | Path, **filters: Any) -> dict[str, npt.NDArray[Any]]:
+def _read_leaf(
+    d: Path,
+    kind: str | None,
+    agent: str | None,
+    principal: str | None,
+    action: str | None,
+    effect: str | None,
+    reason: str | None,
+    lo: int | None,
+    hi: int | None,
+    want_stream: str | None,
+    want_seq: int | None,
+) -> Iterator[Record]:
+    """The matching records of one directory of log files, in its order."""
+    for stream, _, path in _files_for(d, want_stream, want_seq):
+        host = ""
+        for raw in _lines(path):
+            try:
+                head = _decode_head(raw)
+            except (msgspec.DecodeError, ValueError):
+                continue  # a damaged line: `verify` reports it
+            if head.kind == "file":
+                host = head.host
+                continue
+            if head.kind == "seal" or head.seq is None:
+                continue
+            if want_seq is not None and head.seq != want_seq:
+                continue
+            if kind is not None and head.kind != kind:
+                continue
+            if (lo is not None and head.ts < lo) or (hi is not None and head.ts >= hi):
+                continue
+            record = _record(raw, stream, host)
+            if record is not None and _matches(record, agent, principal, action, effect, reason):
+                yield record
+            if want_seq is not None:
+                return
+
+
+def read_columns(directory: Directories, **filters: Any) -> dict[str, npt.NDArray[Any]]:
     """Decision records as columns: `seq`, `ts` (int64 ns), `allowed` (bool), `reason` (uint8 code,
     index into `charter.REASONS`), and object arrays `agent`, `principal`, `action`, `resource`, `rule`."""
     filters.setdefault("kind", "decision")
@@ -160,17 +198,18 @@ class _Head(msgspec.Struct):
     kind: str | None = None
     seq: int | None = None
     ts: int = 0
+    host: str = ""
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
 _decode_decision = msgspec.json.Decoder(DecisionRecord).decode
 
 
-def _record(raw: bytes, stream: str) -> Record | None:
+def _record(raw: bytes, stream: str, host: str) -> Record | None:
     try:
         if raw.startswith(b'{"seq":') and b'"kind":"decision"' in raw[:64]:
             rec = _decode_decision(raw)
-            rec.stream = stream
+            rec.stream, rec.host = stream, host
             return rec
         data = msgspec.json.decode(raw)
     except (msgspec.DecodeError, ValueError):
@@ -183,6 +222,7 @@ def _record(raw: bytes, stream: str) -> Record | None:
         kind=str(data.get("kind")),
         fields={k: v for k, v in data.items() if k not in _EVENT_BASE},
         stream=stream,
+        host=host,
     )
 
 

@@ -36,6 +36,9 @@ class AuditSettings:
     """Strict mode: how long a decision waits for room in a full buffer before it is denied."""
     head_interval: float = 1.0
     """Seconds between updates of the chain head (HEAD) on disk."""
+    host: str | None = None
+    """The name each log file's header gives this host (default: the machine's hostname), so the logs
+    of a fleet's servers can be merged and still say where each decision was made."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("strict", "best_effort"):
@@ -49,6 +52,8 @@ class AuditSettings:
         _positive("block_timeout", self.block_timeout, allow_zero=True)
         if not isinstance(self.max_file_bytes, int) or self.max_file_bytes < 4096:
             raise InvalidRequestError("max_file_bytes must be an integer of at least 4096")
+        if self.host is not None and (not isinstance(self.host, str) or not self.host):
+            raise InvalidRequestError("audit host must be a non-empty string")
         if not isinstance(self.buffer_records, int) or not 1 <= self.buffer_records <= 1 << 28:
             raise InvalidRequestError("buffer_records must be an integer between 1 and 2**28")
 

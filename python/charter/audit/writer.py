@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import socket
 import threading
 import time
 import weakref
@@ -61,6 +62,8 @@ class AuditWriter:
     ) -> None:
         self.directory = Path(directory)
         self.settings = settings
+        self.host = settings.host or socket.gethostname()
+        """Named in every file's header (`charter.audit.read` gives it on each record)."""
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._lock = files.DirectoryLock(self.directory)
@@ -236,6 +239,7 @@ class AuditWriter:
             prev=self._hash.hex(),
             first_seq=self._next_seq,
             created_ns=time.time_ns(),
+            host=self.host,
         )
         return msgspec.json.encode(header) + b"\n"
 

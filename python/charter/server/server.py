@@ -97,6 +97,12 @@ class ServerConfig:
     drain_timeout: float = 30.0
     write_high_water: int = 256 * 1024
     backlog: int = 1024
+    state: str = "local"
+    """Where revocations, suspensions, freeze and the policy live: `local`, or a Redis URL shared by a
+    fleet of servers (docs/multi-host.md)."""
+    state_wait: float = 5.0
+    """Seconds to wait at start for the first read of the shared state (denying everything after that
+    until it succeeds)."""
     engine_factory: EngineFactory = field(default=default_engine, repr=False)
 
 
@@ -293,7 +299,23 @@ def make_engine(config: ServerConfig, doc: policy_doc.Policy, worker: int | str 
         engine.trust(jwks)
     if audit_dir is not None:
         engine._start_audit(audit_dir, audit_settings(config, doc))
+    if config.state != "local":
+        engine.use_shared_state(config.state, wait=config.state_wait, dispatch=_loop_dispatch())
     return engine
+
+
+def _loop_dispatch() -> Callable[[Callable[[], None]], object] | None:
+    """Apply shared-state changes on this process's event loop, between requests (if it has one)."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:
+        return None
+
+
+def check_state(config: ServerConfig) -> None:
+    """Refuse a `--state` that is neither `local` nor a Redis URL, before serving."""
+    if config.state != "local" and config.state.split("://", 1)[0] not in ("redis", "rediss", "unix"):
+        raise InvalidRequestError(f"--state: `{config.state}` is neither `local` nor a redis:// URL")
 
 
 def audit_directory(config: ServerConfig, doc: policy_doc.Policy, worker: int | str | None) -> Path | None:
@@ -434,6 +456,7 @@ def run(config: ServerConfig) -> int:
     doc = policy_doc.from_file(config.policy)  # bad files fail here, before any socket exists
     read_jwks(config.trust_jwks)
     check_hooks(config, doc)
+    check_state(config)
     listeners = bind_all(config)
     try:
         if config.workers > 1:

@@ -129,14 +129,16 @@ class Service:
             if not self.engine.frozen:
                 if self.frozen_for_revocations:  # an admin unfroze it meanwhile
                     log.warning("the revocation log is still unreadable: frozen again")
-                self.engine.freeze()
+                with self.engine.local_changes():  # this server's own reason: not the fleet's
+                    self.engine.freeze()
                 self.frozen_for_revocations = True
             return
         if self.revocations_unreadable:
             self.revocations_unreadable = False
             log.info("the revocation log reads again; decisions resume")
             if self.frozen_for_revocations:
-                self.engine.unfreeze()
+                with self.engine.local_changes():
+                    self.engine.unfreeze()
         self.frozen_for_revocations = False
         read = len(self.engine.revocations) - before
         if read or retired:
@@ -146,6 +148,9 @@ class Service:
         engine_stats = dict(self.engine.stats())
         if hasattr(self.engine, "frozen"):
             engine_stats["frozen"] = bool(self.engine.frozen)
+        shared = getattr(self.engine, "shared_state", None)
+        if shared is not None:
+            engine_stats["shared_state"] = shared.status()
         audit = self.engine.audit_status()
         if audit is not None:
             engine_stats["audit_backlog"] = audit["pending"]
@@ -311,6 +316,11 @@ def apply_replicated(engine: Engine, op: str, args: dict[str, Any]) -> dict[str,
     A provision it cannot repeat (the delegator expired meanwhile) is a
     warning: the agent is missing there, so it is denied there.
     """
+    with engine.local_changes():  # the supervisor already shared it with the fleet
+        return _apply_replicated(engine, op, args)
+
+
+def _apply_replicated(engine: Engine, op: str, args: dict[str, Any]) -> dict[str, Any]:
     if op == "provision":
         expires_at = args["expires_at"]
         ttl = None if expires_at is None else expires_at - time.time()
