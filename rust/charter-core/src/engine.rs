@@ -27,7 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// In-flight slots held by `Engine::acquire`; give them back with `Engine::release`.
@@ -48,6 +48,9 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// Freed slots are reused only once this many wait, so tombstones (which
 /// keep precise denial reasons for stale handles) live long.
 const REUSE_AFTER: usize = 4096;
+/// Bits of `Engine::extras`.
+const EXTRA_AUDIT: u8 = 1;
+const EXTRA_SHADOW: u8 = 2;
 /// Audited batches are recorded in blocks of this many requests.
 const AUDIT_BLOCK: usize = 256;
 
@@ -424,6 +427,9 @@ pub struct Engine {
     audit: ArcSwapOption<AuditSink>,
     /// A candidate policy decided next to the live one, if set.
     shadow: ArcSwapOption<Shadow>,
+    /// `EXTRA_AUDIT | EXTRA_SHADOW` while either is set: one relaxed load
+    /// keeps the common check off both `ArcSwap`s.
+    extras: AtomicU8,
     /// Pending approvals and the grants issued for them.
     pub(crate) approvals: Approvals,
 }
@@ -473,6 +479,7 @@ impl Engine {
             frozen: AtomicBool::new(false),
             audit: ArcSwapOption::empty(),
             shadow: ArcSwapOption::empty(),
+            extras: AtomicU8::new(0),
             approvals: Approvals::default(),
         };
         // Principals acting directly charge their own quotas from the start,
@@ -580,18 +587,18 @@ impl Engine {
         wait: bool,
         approvals: ApprovalMode,
     ) -> Decision {
-        let audit = self.audit.load();
-        let sink = audit.as_deref();
-        let shadow = self.shadow.load();
         let mut facts = Facts {
             approvals,
             ..Facts::default()
         };
-        if sink.is_none() && shadow.is_none() {
+        if self.extras.load(Ordering::Relaxed) == 0 {
             let mut d = self.decide_one(subject, action, resource, context, hooks, &mut facts);
             self.settle_approval(&mut d, &mut facts);
             return d;
         }
+        let audit = self.audit.load();
+        let sink = audit.as_deref();
+        let shadow = self.shadow.load();
         if let Some(sink) = sink {
             if sink.mode() == AuditMode::Strict
                 && !sink.has_room(1)
@@ -722,6 +729,7 @@ impl Engine {
     pub fn set_shadow(&self, spec: Option<PolicySpec>) -> Result<Option<String>> {
         let Some(spec) = spec else {
             self.shadow.store(None);
+            self.extras.fetch_and(!EXTRA_SHADOW, Ordering::Relaxed);
             return Ok(None);
         };
         let policy = Arc::new(CompiledPolicy::compile(&spec)?);
@@ -730,6 +738,7 @@ impl Engine {
         let sh = self.build_shadow(&mut w, policy, spec, stats)?;
         let version = sh.snap.version().to_string();
         self.shadow.store(Some(Arc::new(sh)));
+        self.extras.fetch_or(EXTRA_SHADOW, Ordering::Relaxed);
         Ok(Some(version))
     }
 
@@ -774,7 +783,10 @@ impl Engine {
             Ok(sh) => self.shadow.store(Some(Arc::new(sh))),
             // It compiled when set; if the live side now makes it fail
             // (a runtime principal naming a role it lacks), stop shadowing.
-            Err(_) => self.shadow.store(None),
+            Err(_) => {
+                self.shadow.store(None);
+                self.extras.fetch_and(!EXTRA_SHADOW, Ordering::Relaxed);
+            }
         }
     }
 
@@ -1493,11 +1505,13 @@ impl Engine {
             None,
         );
         self.audit.store(Some(sink));
+        self.extras.fetch_or(EXTRA_AUDIT, Ordering::Relaxed);
     }
 
     /// Stop recording; returns the sink (to drain and close).
     pub fn detach_audit(&self) -> Option<Arc<AuditSink>> {
         let _w = self.writer.lock();
+        self.extras.fetch_and(!EXTRA_AUDIT, Ordering::Relaxed);
         self.audit.swap(None)
     }
 
