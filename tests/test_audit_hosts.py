@@ -61,3 +61,26 @@ def test_cli_query_takes_several_directories(tmp_path: Path, capsys: pytest.Capt
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines] == ["host-a", "host-b", "host-a"]
     assert [line.split()[4] for line in lines] == ["a1", "b1", "a2"]
+
+
+def test_cli_verify_and_why_take_several_directories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = []
+    policy = {
+        "actions": ["doc:read"],
+        "roles": {"r": {"allow": ["doc:read"]}},
+        "principals": {"user:ann": {"roles": ["r"]}},
+    }
+    for host in ("h1", "h2"):
+        e = charter.Engine.from_dict(policy)
+        e.audit_to(tmp_path / host, fsync="never")
+        ids.append(e.check("user:ann", "doc:read").decision_id)
+        e.close()
+    assert cli.main(["audit", "verify", str(tmp_path / "h1"), str(tmp_path / "h2")]) == 0
+    assert capsys.readouterr().out.count("OK") == 2
+    assert (
+        cli.main(["audit", "why", str(ids[1]), "--dir", str(tmp_path / "h1"), "--dir", str(tmp_path / "h2")])
+        == 0
+    )
+    assert "ALLOWED" in capsys.readouterr().out

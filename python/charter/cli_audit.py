@@ -129,13 +129,14 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _cmd_why(args: argparse.Namespace) -> int:
-    directory = args.directory or os.environ.get("CHARTER_AUDIT_DIR")
+    env = os.environ.get("CHARTER_AUDIT_DIR")
+    directory: list[str] | None = args.directory or ([env] if env else None)
     if not directory:
         print("charter: error: give the audit directory (--dir) or set CHARTER_AUDIT_DIR", file=sys.stderr)
         return EXIT_ERROR
     found = list(audit.read(directory, kind=None, decision_id=args.decision_id))
     if not found:
-        print(f"charter: error: no record {args.decision_id} in {directory}", file=sys.stderr)
+        print(f"charter: error: no record {args.decision_id} in {', '.join(directory)}", file=sys.stderr)
         return EXIT_PROBLEM
     record = found[0]
     if args.json:
@@ -146,26 +147,30 @@ def _cmd_why(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    report = audit.verify(args.directory)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "records": report.records,
-                    "batches": report.batches,
-                    "files": report.files,
-                    "first_seq": report.first_seq,
-                    "last_seq": report.last_seq,
-                    "head_hash": report.head_hash,
-                    "problems": [str(p) for p in report.problems],
-                    "warnings": [str(w) for w in report.warnings],
-                }
+    ok = True
+    for directory in args.directory:  # each host's directory is its own chain(s)
+        report = audit.verify(directory)
+        ok = ok and report.ok
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "directory": directory,
+                        "ok": report.ok,
+                        "records": report.records,
+                        "batches": report.batches,
+                        "files": report.files,
+                        "first_seq": report.first_seq,
+                        "last_seq": report.last_seq,
+                        "head_hash": report.head_hash,
+                        "problems": [str(p) for p in report.problems],
+                        "warnings": [str(w) for w in report.warnings],
+                    }
+                )
             )
-        )
-    else:
-        print(report)
-    return EXIT_OK if report.ok else EXIT_PROBLEM
+        else:
+            print(report)
+    return EXIT_OK if ok else EXIT_PROBLEM
 
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
@@ -203,10 +208,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     tail.set_defaults(run=_cmd_tail)
     why = aud.add_parser("why", help="a decision's full reason in words")
     why.add_argument("decision_id", help="from Decision.decision_id, e.g. 0a1b2c3d-42")
-    why.add_argument("--dir", dest="directory", help="the audit directory (default: $CHARTER_AUDIT_DIR)")
+    why.add_argument(
+        "--dir",
+        dest="directory",
+        action="append",
+        help="an audit directory (repeat for several hosts; default: $CHARTER_AUDIT_DIR)",
+    )
     why.add_argument("--json", action="store_true")
     why.set_defaults(run=_cmd_why)
     verify = aud.add_parser("verify", help="check the hash chain; exit 1 on any problem")
-    verify.add_argument("directory")
+    verify.add_argument("directory", nargs="+", help="audit directories (each verified on its own)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(run=_cmd_verify)
