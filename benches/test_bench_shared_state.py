@@ -7,7 +7,11 @@
    the follower's pings only;
 3. convergence: three real `charter serve --state URL` processes; a
    revocation made on one server's admin socket, timed until both other
-   servers deny the agent (each polled with `check` in a loop).
+   servers deny the agent (each polled with `check` in a loop);
+4. quotas leased from Redis against local quotas, same run, at a steady
+   request rate (`LEASE_RATE` decisions a second to each engine, in slots of
+   `LEASE_SLOT` checks, only the checks timed): per-decision cost, the share
+   admitted, and Redis commands per 1,000 decisions.
 
 Needs `redis-server` (skipped without it). No speed assertions.
 """
@@ -110,3 +114,83 @@ def test_revocation_convergence() -> None:
     wl.record_measurement(group, "median", statistics.median(samples) * 1e3, "ms")
     wl.record_measurement(group, "p95", samples[int(len(samples) * 0.95)] * 1e3, "ms")
     wl.record_measurement(group, "max", samples[-1] * 1e3, "ms", note=f"{len(samples)} revocations")
+
+
+LEASE_RATE = 5_000
+LEASE_SLOT = 50
+LEASE_SECONDS = 2.0 if wl.quick() else 6.0
+
+LEASED_POLICY = """
+actions = ["tickets:read"]
+[roles.reader]
+allow = ["tickets:read"]
+[principals."user:alice"]
+roles = ["reader"]
+[quotas.agent]
+rate = "10000/s"
+[templates.bot]
+roles = ["reader"]
+quota = "agent"
+"""
+
+
+def _timed_slot(engine: charter.Engine, handle: int) -> tuple[float, int]:
+    check = engine.check
+    admitted = 0
+    start = time.perf_counter()
+    for _ in range(LEASE_SLOT):
+        admitted += check(handle, "tickets:read").allowed
+    return time.perf_counter() - start, admitted
+
+
+def test_quota_leasing_cost_and_redis_traffic() -> None:
+    with redis_server() as server:
+        local, leased = charter.Engine.from_toml(LEASED_POLICY), charter.Engine.from_toml(LEASED_POLICY)
+        leased.use_shared_state(server.url, wait=30.0)
+        try:
+            agents = [e.provision("bot", on_behalf_of="user:alice").handle for e in (local, leased)]
+            times: dict[str, list[float]] = {"local": [], "leased": []}
+            admitted = {"local": 0, "leased": 0}
+            period = LEASE_SLOT / LEASE_RATE
+            slots = int(LEASE_SECONDS / period)
+            before = _commands(server)
+            next_slot = time.perf_counter()
+            pair = [("local", local, agents[0]), ("leased", leased, agents[1])]
+            for _ in range(slots):
+                pair.reverse()  # each goes first every other slot (the first after a sleep runs colder)
+                for name, engine, handle in pair:
+                    spent, ok = _timed_slot(engine, handle)
+                    times[name].append(spent / LEASE_SLOT)
+                    admitted[name] += ok
+                next_slot += period
+                time.sleep(max(0.0, next_slot - time.perf_counter()))
+            commands = _commands(server) - before - 1  # less the INFO itself
+            link = leased.shared_state
+            scripts = link.quotas.status()["commands"] if link is not None and link.quotas is not None else 0
+        finally:
+            leased.close()
+            local.close()
+    decisions = slots * LEASE_SLOT
+    ratios = [b / a for a, b in zip(times["local"], times["leased"], strict=True)]
+    group = f"shared quotas: engine.check at {LEASE_RATE}/s"
+    wl.record_measurement(group, "local quotas", statistics.median(times["local"]) * 1e9, "ns/decision")
+    wl.record_measurement(
+        group, "redis-leased quotas", statistics.median(times["leased"]) * 1e9, "ns/decision"
+    )
+    wl.record_measurement(group, "leased / local (paired median)", statistics.median(ratios), "x")
+    for name in ("local", "leased"):
+        wl.record_measurement(group, f"{name}: admitted", 100 * admitted[name] / decisions, "%")
+    wl.record_measurement(
+        group,
+        "lease scripts (EVALSHA) per 1,000 decisions",
+        scripts * 1000 / decisions,
+        "scripts",
+        note="the startup ramp included (a lease starts at 1 unit)",
+    )
+    wl.record_measurement(
+        group,
+        "redis commands per 1,000 decisions",
+        commands * 1000 / decisions,
+        "commands",
+        note=f"{commands} in INFO commandstats (a script counts itself and its TIME, GET, SET; and pings)",
+    )

@@ -44,6 +44,7 @@ REASONS = [
     "approval_expired",
     "approval_replayed",
     "approval_invalid",
+    "quota_unavailable",
 ]
 
 

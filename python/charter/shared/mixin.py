@@ -49,6 +49,8 @@ class SharedStateMixin(_Base):
         timeout: float = 0.5,
         wait: float = 5.0,
         dispatch: Dispatch | None = None,
+        quotas: bool = True,
+        max_lease: int = 64,
     ) -> SharedState:
         """Share revocations, suspensions, freeze and the policy with every engine on Redis at `url`.
 
@@ -57,8 +59,11 @@ class SharedStateMixin(_Base):
         to `wait` seconds for the first read of the fleet's state; until it
         succeeds the engine denies everything (`frozen`). `timeout` bounds
         every Redis call. `dispatch` runs each received change (default: in
-        the background thread that follows Redis). Returns the link, whose
-        `status()` says whether Redis is reached.
+        the background thread that follows Redis). With `quotas` (the
+        default) every quota is fleet-wide: this engine leases slices of each
+        allowance from Redis, at most `max_lease` units a cell at a time, and
+        denies `quota_unavailable` when its lease is used up and Redis grants
+        no more. Returns the link, whose `status()` says whether Redis is reached.
         """
         if self._shared is not None:
             raise InvalidRequestError("this engine already uses a shared state")
@@ -68,7 +73,15 @@ class SharedStateMixin(_Base):
         with self._id_lock:
             self._id_active = True  # refusals are kept by id, so agents registered later see them too
         engine: Engine = self  # type: ignore[assignment]  # the mixin is only ever part of an Engine
-        self._shared = SharedState(engine, url, namespace=namespace, timeout=timeout, dispatch=dispatch)
+        self._shared = SharedState(
+            engine,
+            url,
+            namespace=namespace,
+            timeout=timeout,
+            dispatch=dispatch,
+            quotas=quotas,
+            max_lease=max_lease,
+        )
         self._shared.start(wait=wait)
         return self._shared
 

@@ -33,6 +33,7 @@ import redis
 
 from charter import errors
 from charter.revocation_records import Revocation
+from charter.shared.quotas import QuotaLeaser
 from charter.shared.store import Event, FleetState, SharedStore, decode_event
 
 if TYPE_CHECKING:
@@ -74,10 +75,16 @@ class SharedState:
         timeout: float = 0.5,
         ping_interval: float = 0.5,
         dispatch: Dispatch | None = None,
+        quotas: bool = True,
+        max_lease: int = 64,
     ) -> None:
         self.engine = engine
         self.url = url
         self.store = SharedStore(url, namespace=namespace, timeout=timeout)
+        self.quotas: QuotaLeaser | None = None
+        """The leases of the fleet's quotas, when quotas are shared (docs/multi-host.md)."""
+        if quotas:
+            self.quotas = QuotaLeaser(engine, self.store.client, namespace=namespace, max_lease=max_lease)
         self.origin = secrets.token_hex(8)
         self.ping_interval = ping_interval
         self._dispatch: Dispatch = dispatch or _immediately
@@ -106,6 +113,8 @@ class SharedState:
         """
         self._thread = threading.Thread(target=self._run, name="charter-shared-state", daemon=True)
         self._thread.start()
+        if self.quotas is not None:
+            self.quotas.start()
         if self._synced.wait(wait):
             return True
         log.error(
@@ -119,6 +128,8 @@ class SharedState:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        if self.quotas is not None:
+            self.quotas.close()
         self.store.close()
 
     @property
@@ -134,6 +145,7 @@ class SharedState:
             "frozen_until_synced": self.frozen_until_synced,
             "last_error": self.last_error,
             **self.counters,
+            "quota_leases": None if self.quotas is None else self.quotas.status(),
         }
 
     # ------------------------------------------------------------ publishing

@@ -9,8 +9,10 @@ use crate::quota::{Breaker, Cell, GcraParams, InFlight, RefusalKind, TripCause};
 use crate::reason::Reason;
 use crate::rights::Rights;
 use crate::table::Chunked;
+use parking_lot::Mutex;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 /// "No slot / no principal".
 const NONE: u32 = u32::MAX;
@@ -29,6 +31,107 @@ pub struct QuotaCells {
     principal: AtomicU32,
     /// Whether `parent`/`principal` are set for the slot's current agent.
     linked: AtomicBool,
+    /// The fleet leases of `rate`, `budget` and `limits` (in that order),
+    /// consulted only while the quotas are leased from a shared state.
+    leases: [LeaseCell; LEASED_CELLS],
+}
+
+/// Cells a level can lease: rate, budget, then each limit.
+const LEASED_CELLS: usize = 2 + MAX_LIMITS;
+
+/// One cell's lease of a fleet-wide quota: units this server may still
+/// admit. It may go below zero by one request (served on credit, repaid
+/// from the next grant); while it is below zero the cell admits nothing.
+#[derive(Debug, Default)]
+struct LeaseCell {
+    units: AtomicI64,
+    /// The lease epoch in which the cell was registered for renewal, plus one (0: not registered).
+    registered: AtomicU64,
+}
+
+impl LeaseCell {
+    /// Take `cost` units (lock-free); false while the cell is in debt.
+    #[inline]
+    fn take(&self, cost: u32) -> bool {
+        let cost = i64::from(cost);
+        let mut v = self.units.load(Ordering::Acquire);
+        loop {
+            if v < 0 {
+                return false;
+            }
+            match self
+                .units
+                .compare_exchange_weak(v, v - cost, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    fn give(&self, cost: u32) {
+        self.units.fetch_add(i64::from(cost), Ordering::AcqRel);
+    }
+
+    /// Empty the lease if it holds units; returns how many it held.
+    fn drain(&self) -> i64 {
+        let mut v = self.units.load(Ordering::Acquire);
+        loop {
+            if v <= 0 {
+                return 0;
+            }
+            match self
+                .units
+                .compare_exchange_weak(v, 0, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return v,
+                Err(now) => v = now,
+            }
+        }
+    }
+}
+
+/// A cell that wants its lease renewed: whose, which cell, under which quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseHandle {
+    /// Whose counters.
+    pub owner: Owner,
+    /// 0 rate, 1 budget, 2.. the limits.
+    pub cell: u8,
+}
+
+impl LeaseHandle {
+    /// The handle as one integer (for the Python glue).
+    pub fn pack(self) -> u64 {
+        let (principal, index) = match self.owner {
+            Owner::Agent(s) => (0u64, s),
+            Owner::Principal(p) => (1u64, p),
+        };
+        (principal << 40) | (u64::from(index) << 8) | u64::from(self.cell)
+    }
+
+    /// The inverse of `pack` (`None` for an integer `pack` never returns).
+    pub fn unpack(n: u64) -> Option<LeaseHandle> {
+        let cell = u8::try_from(n & 0xff).ok()?;
+        let index = u32::try_from((n >> 8) & 0xffff_ffff).ok()?;
+        let owner = match n >> 40 {
+            0 => Owner::Agent(index),
+            1 => Owner::Principal(index),
+            _ => return None,
+        };
+        (usize::from(cell) < LEASED_CELLS).then_some(LeaseHandle { owner, cell })
+    }
+}
+
+/// What a registered cell is leased under.
+#[derive(Debug, Clone)]
+pub struct LeaseTerms {
+    /// The quota's name.
+    pub quota: Box<str>,
+    /// The cell's rate or budget.
+    pub params: GcraParams,
+    /// The lease epoch it was registered in (a reload starts a new one).
+    pub epoch: u64,
 }
 
 impl QuotaCells {
@@ -42,6 +145,10 @@ impl QuotaCells {
         self.breaker.reset();
         self.parent.store(parent, Ordering::Relaxed);
         self.principal.store(principal, Ordering::Relaxed);
+        for l in &self.leases {
+            l.units.store(0, Ordering::Release);
+            l.registered.store(0, Ordering::Release);
+        }
         self.linked.store(true, Ordering::Release);
     }
 }
@@ -67,7 +174,7 @@ pub struct QuotaDenial {
 }
 
 /// Whose counters: an agent's slot, or a principal acting directly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Owner {
     /// An agent, by slot.
     Agent(u32),
@@ -80,6 +187,13 @@ pub enum Owner {
 pub struct QuotaState {
     agents: Chunked<QuotaCells>,
     principals: Chunked<QuotaCells>,
+    /// Whether every charge also takes from the cell's fleet lease.
+    leasing: AtomicBool,
+    /// Bumped by every reload: cells registered before it re-register
+    /// under their new quota.
+    lease_epoch: AtomicU64,
+    /// The cells whose leases a background thread renews.
+    lease_registry: Mutex<HashMap<LeaseHandle, LeaseTerms>>,
 }
 
 impl Default for QuotaState {
@@ -87,8 +201,19 @@ impl Default for QuotaState {
         QuotaState {
             agents: Chunked::new(14, 1 << 16),
             principals: Chunked::new(10, 1 << 14),
+            leasing: AtomicBool::new(false),
+            lease_epoch: AtomicU64::new(0),
+            lease_registry: Mutex::new(HashMap::new()),
         }
     }
+}
+
+/// Where a charge lands: the level's owner, the cell, the level's quota.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    owner: Owner,
+    cell: u8,
+    quota: QuotaId,
 }
 
 impl QuotaState {
@@ -146,12 +271,13 @@ impl QuotaState {
         &'s self,
         rights: &Rights,
         owner: Owner,
-        mut visit: impl FnMut(usize, Option<&'s QuotaCells>),
+        mut visit: impl FnMut(usize, Owner, Option<&'s QuotaCells>),
     ) {
         let n = rights.levels.len();
         match owner {
-            Owner::Principal(_) => visit(0, self.cells(owner)),
+            Owner::Principal(_) => visit(0, owner, self.cells(owner)),
             Owner::Agent(slot) => {
+                let mut cur_slot = slot;
                 let mut cur = self.cells(Owner::Agent(slot));
                 let principal = cur.map_or(NONE, |c| c.principal.load(Ordering::Relaxed));
                 let agent_levels = if principal != NONE {
@@ -160,14 +286,16 @@ impl QuotaState {
                     n
                 };
                 for i in 0..agent_levels {
-                    visit(i, cur);
+                    visit(i, Owner::Agent(cur_slot), cur);
                     let parent = cur.map_or(NONE, |c| c.parent.load(Ordering::Relaxed));
+                    cur_slot = parent;
                     cur = (parent != NONE)
                         .then(|| self.cells(Owner::Agent(parent)))
                         .flatten();
                 }
                 if principal != NONE {
-                    visit(agent_levels, self.cells(Owner::Principal(principal)));
+                    let p = Owner::Principal(principal);
+                    visit(agent_levels, p, self.cells(p));
                 }
             }
         }
@@ -182,15 +310,15 @@ impl QuotaState {
         rights: &Rights,
         owner: Owner,
         a: ActionId,
-        mut visit: impl FnMut(&'s Cell, &'s GcraParams, u32, Kind, usize) -> bool,
+        mut visit: impl FnMut(Charged<'s>, Kind, usize) -> bool,
     ) -> Result<(), usize> {
         let mut go = true;
         let mut missing = None;
-        self.walk(rights, owner, |level, cells| {
+        self.walk(rights, owner, |level, who, cells| {
             if !go {
                 return;
             }
-            let Some(q) = quota_of(policy, rights, level) else {
+            let Some((quota, q)) = quota_of(policy, rights, level) else {
                 return;
             };
             let Some(cells) = cells else {
@@ -198,17 +326,44 @@ impl QuotaState {
                 go = false;
                 return;
             };
-            for (limit, cell) in q.limits.iter().zip(&cells.limits) {
+            let at = |cell: usize| At {
+                owner: who,
+                cell: cell as u8,
+                quota,
+            };
+            let leased = |i: usize| &cells.leases[i];
+            for (i, (limit, cell)) in q.limits.iter().zip(&cells.limits).enumerate() {
                 if go && limit.actions.contains(a) {
-                    go = visit(cell, &limit.params, 1, Kind::Limit, level);
+                    let c = Charged {
+                        cell,
+                        lease: leased(2 + i),
+                        params: &limit.params,
+                        cost: 1,
+                        at: at(2 + i),
+                    };
+                    go = visit(c, Kind::Limit, level);
                 }
             }
             if let (true, Some(p)) = (go, &q.rate) {
-                go = visit(&cells.rate, p, 1, Kind::Rate, level);
+                let c = Charged {
+                    cell: &cells.rate,
+                    lease: leased(0),
+                    params: p,
+                    cost: 1,
+                    at: at(0),
+                };
+                go = visit(c, Kind::Rate, level);
             }
             if let (true, Some(p)) = (go, &q.budget) {
                 let cost = policy.costs.get(a as usize).copied().unwrap_or(1);
-                go = visit(&cells.budget, p, cost, Kind::Budget, level);
+                let c = Charged {
+                    cell: &cells.budget,
+                    lease: leased(1),
+                    params: p,
+                    cost,
+                    at: at(1),
+                };
+                go = visit(c, Kind::Budget, level);
             }
         });
         missing.map_or(Ok(()), Err)
@@ -231,23 +386,134 @@ impl QuotaState {
     ) -> Result<f64, QuotaDenial> {
         let mut charged = 0usize;
         let mut refused = false;
+        let mut unleased = None;
+        let leasing = self.leasing.load(Ordering::Relaxed);
         // The fewest units any charged cell has left: what the audit record says remains.
         let mut remaining = f64::INFINITY;
-        self.for_each_charge(policy, rights, owner, a, |cell, params, cost, _, _| {
-            if let Ok(c) = cell.try_charge(params, cost, now) {
-                remaining = remaining.min(params.remaining_at(c.tat_ns, now));
-                charged += 1;
-                true
-            } else {
+        self.for_each_charge(policy, rights, owner, a, |c, _, level| {
+            let Ok(t) = c.cell.try_charge(c.params, c.cost, now) else {
                 refused = true;
-                false
+                return false;
+            };
+            if leasing && !self.take_lease(policy, &c) {
+                c.cell.refund(c.params, c.cost);
+                unleased = Some(level);
+                refused = true;
+                return false;
             }
+            remaining = remaining.min(c.params.remaining_at(t.tat_ns, now));
+            charged += 1;
+            true
         })
         .map_err(|level| denial(Reason::InternalError, None, level))?;
         if !refused {
             return Ok(remaining);
         }
-        self.refuse(policy, rights, owner, a, now, charged)
+        let done = Undo {
+            charged,
+            leasing,
+            unleased,
+        };
+        self.refuse(policy, rights, owner, a, now, done)
+    }
+
+    /// Take a charge's units from its cell's fleet lease; register the cell
+    /// for renewal (cold, once per cell and epoch) when the lease runs dry.
+    #[inline]
+    fn take_lease(&self, policy: &CompiledPolicy, c: &Charged<'_>) -> bool {
+        let ok = c.lease.take(c.cost);
+        if !ok || c.lease.units.load(Ordering::Relaxed) <= 0 {
+            self.register_lease(policy, c);
+        }
+        ok
+    }
+
+    #[cold]
+    fn register_lease(&self, policy: &CompiledPolicy, c: &Charged<'_>) {
+        let epoch = self.lease_epoch.load(Ordering::Acquire);
+        if c.lease.registered.load(Ordering::Acquire) == epoch + 1 {
+            return;
+        }
+        let Some(q) = policy.quotas.get(usize::from(c.at.quota)) else {
+            return;
+        };
+        let mut reg = self.lease_registry.lock();
+        c.lease.registered.store(epoch + 1, Ordering::Release);
+        let handle = LeaseHandle {
+            owner: c.at.owner,
+            cell: c.at.cell,
+        };
+        reg.insert(
+            handle,
+            LeaseTerms {
+                quota: q.name.clone(),
+                params: *c.params,
+                epoch,
+            },
+        );
+    }
+
+    /// Start or stop taking every charge from the fleet leases too.
+    pub fn set_leasing(&self, on: bool) {
+        self.leasing.store(on, Ordering::Relaxed);
+    }
+
+    /// A reload: every registered cell re-registers under its new quota.
+    pub fn new_lease_epoch(&self) {
+        self.lease_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The cells registered for renewal, with their terms, units left and
+    /// whether they were registered before the last reload (`stale`).
+    pub fn lease_registry(&self) -> Vec<(LeaseHandle, LeaseTerms, i64, bool)> {
+        let epoch = self.lease_epoch.load(Ordering::Acquire);
+        let reg = self.lease_registry.lock();
+        reg.iter()
+            .map(|(h, t)| {
+                let units = self
+                    .lease_cell(*h)
+                    .map_or(0, |l| l.units.load(Ordering::Acquire));
+                (*h, t.clone(), units, t.epoch != epoch)
+            })
+            .collect()
+    }
+
+    /// The terms a registered cell is leased under.
+    pub fn lease_terms(&self, h: LeaseHandle) -> Option<LeaseTerms> {
+        self.lease_registry.lock().get(&h).cloned()
+    }
+
+    fn lease_cell(&self, h: LeaseHandle) -> Option<&LeaseCell> {
+        self.cells(h.owner)?.leases.get(usize::from(h.cell))
+    }
+
+    /// Add `units` granted by the fleet to a registered cell; false if the
+    /// cell is no longer registered (the caller gives the units back).
+    pub fn grant_lease(&self, h: LeaseHandle, units: u32) -> bool {
+        let reg = self.lease_registry.lock();
+        match (reg.contains_key(&h), self.lease_cell(h)) {
+            (true, Some(l)) => {
+                l.give(units);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Empty a cell's lease (returns the units it held); with `forget`, also
+    /// stop renewing it unless it is in debt (it registers again when it runs dry).
+    pub fn return_lease(&self, h: LeaseHandle, forget: bool) -> i64 {
+        let mut reg = self.lease_registry.lock();
+        let Some(l) = self.lease_cell(h) else {
+            reg.remove(&h);
+            return 0;
+        };
+        let units = l.drain();
+        if forget && l.units.load(Ordering::Acquire) == 0 {
+            reg.remove(&h);
+            l.registered.store(0, Ordering::Release);
+        }
+        units
     }
 
     /// The cold half of `charge`: undo the first `charged` charges, then find
@@ -260,33 +526,38 @@ impl QuotaState {
         owner: Owner,
         a: ActionId,
         now: u64,
-        charged: usize,
+        done: Undo,
     ) -> Result<f64, QuotaDenial> {
+        let Undo {
+            charged,
+            leasing,
+            unleased,
+        } = done;
         let mut undone = 0usize;
-        let _ = self.for_each_charge(policy, rights, owner, a, |cell, params, cost, _, _| {
+        let _ = self.for_each_charge(policy, rights, owner, a, |c, _, _| {
             if undone < charged {
-                cell.refund(params, cost);
+                c.cell.refund(c.params, c.cost);
+                if leasing {
+                    c.lease.give(c.cost);
+                }
                 undone += 1;
             }
             undone < charged
         });
+        if let Some(level) = unleased {
+            return Err(denial(Reason::QuotaUnavailable, None, level));
+        }
         let mut worst: Option<QuotaDenial> = None;
-        let _ = self.for_each_charge(
-            policy,
-            rights,
-            owner,
-            a,
-            |cell, params, cost, kind, level| {
-                if let Err(r) = params.decide(cell.tat_ns(), cost, now) {
-                    let d = refusal(kind, level, &r.kind, r.retry_after_ns);
-                    let wait = |x: &QuotaDenial| x.retry_after_ns.unwrap_or(u64::MAX);
-                    if worst.as_ref().is_none_or(|w| wait(&d) > wait(w)) {
-                        worst = Some(d);
-                    }
+        let _ = self.for_each_charge(policy, rights, owner, a, |c, kind, level| {
+            if let Err(r) = c.params.decide(c.cell.tat_ns(), c.cost, now) {
+                let d = refusal(kind, level, &r.kind, r.retry_after_ns);
+                let wait = |x: &QuotaDenial| x.retry_after_ns.unwrap_or(u64::MAX);
+                if worst.as_ref().is_none_or(|w| wait(&d) > wait(w)) {
+                    worst = Some(d);
                 }
-                true
-            },
-        );
+            }
+            true
+        });
         // Every cell has room again (a concurrent request released it): report
         // a minimal wait rather than admit without charging.
         Err(worst.unwrap_or(denial(Reason::RateLimited, Some(1), 0)))
@@ -306,7 +577,8 @@ impl QuotaState {
         // Reconstruct each level's owner alongside its cells.
         self.walk_owners(rights, owner, &mut owners);
         for (level, o) in owners.iter().enumerate() {
-            let Some(max) = quota_of(policy, rights, level).and_then(|q| q.max_in_flight) else {
+            let Some(max) = quota_of(policy, rights, level).and_then(|(_, q)| q.max_in_flight)
+            else {
                 continue;
             };
             let Some(cells) = self.cells(*o) else {
@@ -407,7 +679,7 @@ impl QuotaState {
         let mut levels = Vec::new();
         for (level, o) in owners.iter().enumerate() {
             let name = names.get(level).cloned().unwrap_or_default();
-            let Some(q) = quota_of(policy, rights, level) else {
+            let Some((_, q)) = quota_of(policy, rights, level) else {
                 levels.push(json!({"level": level, "subject": name, "quota": null}));
                 continue;
             };
@@ -431,13 +703,31 @@ impl QuotaState {
     }
 }
 
+/// What a refused charge must undo: its first `charged` charges (and their
+/// leases, if `leasing`); `unleased`: the level whose lease was used up.
+#[derive(Debug, Clone, Copy)]
+struct Undo {
+    charged: usize,
+    leasing: bool,
+    unleased: Option<usize>,
+}
+
+/// One cell a request is charged at.
+struct Charged<'s> {
+    cell: &'s Cell,
+    lease: &'s LeaseCell,
+    params: &'s GcraParams,
+    cost: u32,
+    at: At,
+}
+
 fn quota_of<'p>(
     policy: &'p CompiledPolicy,
     rights: &Rights,
     level: usize,
-) -> Option<&'p crate::policy::Quota> {
+) -> Option<(QuotaId, &'p crate::policy::Quota)> {
     let id: QuotaId = rights.quotas.get(level).copied().flatten()?;
-    policy.quotas.get(usize::from(id))
+    policy.quotas.get(usize::from(id)).map(|q| (id, q))
 }
 
 fn refusal(kind: Kind, level: usize, why: &RefusalKind, retry_after_ns: u64) -> QuotaDenial {

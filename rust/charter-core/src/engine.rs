@@ -5,7 +5,7 @@
 
 use crate::approval::{Approvals, Asked, GrantKey, Mode as ApprovalMode, Pending, Stage};
 use crate::audit::{AuditSink, Card, DecisionFacts, Mode as AuditMode, Staged};
-use crate::charge::{Owner, QuotaState};
+use crate::charge::{LeaseHandle, LeaseTerms, Owner, QuotaState};
 use crate::clock::{Clock, SystemClock};
 use crate::cond::Value;
 use crate::error::{Error, Result};
@@ -2060,6 +2060,7 @@ impl Engine {
                 self.link_counters(&w, &snap.policy);
                 let new = snap.version().to_string();
                 let old = self.snapshot.swap(Arc::new(snap));
+                self.quota.new_lease_epoch();
                 self.refresh_shadow(&mut w);
                 self.emit("reload", || {
                     format!("\"old\":\"{}\",\"new\":\"{new}\"", old.version())
@@ -2341,6 +2342,75 @@ impl Engine {
         lease.owners.clear();
     }
 
+    // ------------------------------------------------- fleet quota leases
+
+    /// Start (or stop) charging every quota cell against a lease of the
+    /// fleet's allowance too, renewed from outside through
+    /// [`Engine::quota_lease_demand`] and [`Engine::quota_lease_grant`]
+    /// (docs/multi-host.md). A cell whose lease is used up denies
+    /// `quota_unavailable`.
+    pub fn set_quota_leasing(&self, on: bool) {
+        self.quota.set_leasing(on);
+    }
+
+    /// Every cell registered for lease renewal: its handle, its fleet key
+    /// (`agent:ID:QUOTA:CELL` or `principal:ID:QUOTA:CELL`), its rate or
+    /// budget, the units it holds (negative: owed) and whether a reload
+    /// made its terms stale (give its units back and forget it).
+    pub fn quota_lease_demand(&self) -> Vec<LeaseDemand> {
+        let w = self.writer.lock();
+        let index = self.index.read();
+        self.quota
+            .lease_registry()
+            .into_iter()
+            .filter_map(|(h, terms, units, stale)| {
+                Some(LeaseDemand {
+                    handle: h.pack(),
+                    key: lease_key(&w, &index, h, &terms)?,
+                    interval_ns: terms.params.interval_ns(),
+                    burst: terms.params.burst(),
+                    units,
+                    stale,
+                })
+            })
+            .collect()
+    }
+
+    /// Add `units` the fleet granted to the cell `handle` names, if it is
+    /// still the cell of `key`; false otherwise (give them back to the fleet).
+    pub fn quota_lease_grant(&self, handle: u64, key: &str, units: u32) -> bool {
+        let w = self.writer.lock();
+        let index = self.index.read();
+        match self.lease_handle(&w, &index, handle, key) {
+            Some(h) => self.quota.grant_lease(h, units),
+            None => false,
+        }
+    }
+
+    /// Empty the lease of the cell `handle` names (if it is still the cell
+    /// of `key`) and return the units it held; `forget` also stops renewing it.
+    pub fn quota_lease_return(&self, handle: u64, key: &str, forget: bool) -> i64 {
+        let w = self.writer.lock();
+        let index = self.index.read();
+        match self.lease_handle(&w, &index, handle, key) {
+            Some(h) => self.quota.return_lease(h, forget),
+            // Its agent is gone (or the slot holds another): its units went with it.
+            None => 0,
+        }
+    }
+
+    fn lease_handle(
+        &self,
+        w: &Writer,
+        index: &Index,
+        handle: u64,
+        key: &str,
+    ) -> Option<LeaseHandle> {
+        let h = LeaseHandle::unpack(handle)?;
+        let terms = self.quota.lease_terms(h)?;
+        (lease_key(w, index, h, &terms)?.as_str() == key).then_some(h)
+    }
+
     /// A subject's chain, counters owner, and the ids along its chain (own first).
     fn chain_of(&self, subject: Subject<'_>) -> Result<(u32, Owner, Vec<String>)> {
         let now = self.clock.now_ns();
@@ -2596,4 +2666,38 @@ fn json_str(s: &str) -> String {
     let mut out = Vec::with_capacity(s.len() + 2);
     crate::audit::json::write_str(&mut out, s);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One cell registered for lease renewal ([`Engine::quota_lease_demand`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseDemand {
+    /// Names the cell in [`Engine::quota_lease_grant`] and [`Engine::quota_lease_return`].
+    pub handle: u64,
+    /// The fleet-wide key of the cell's allowance.
+    pub key: String,
+    /// The rate or budget: nanoseconds per unit.
+    pub interval_ns: u64,
+    /// The rate or budget: units at once.
+    pub burst: u32,
+    /// Units the cell holds (negative: owed to the fleet).
+    pub units: i64,
+    /// A reload changed the policy since the cell registered.
+    pub stale: bool,
+}
+
+/// The fleet-wide key of a leased cell (`None` if its owner has no id any more).
+fn lease_key(w: &Writer, index: &Index, h: LeaseHandle, terms: &LeaseTerms) -> Option<String> {
+    let (kind, id) = match h.owner {
+        Owner::Agent(slot) => ("agent", index.ids.get(slot as usize)?.to_string()),
+        Owner::Principal(pid) => ("principal", w.chains.principals.name(pid).to_string()),
+    };
+    if id.is_empty() {
+        return None;
+    }
+    let cell = match h.cell {
+        0 => "rate".to_string(),
+        1 => "budget".to_string(),
+        n => format!("limit{}", n - 2),
+    };
+    Some(format!("{kind}:{id}:{}:{cell}", terms.quota))
 }

@@ -74,10 +74,13 @@ pub enum Reason {
     ApprovalReplayed = 30,
     /// `context.approval` is not a grant this engine issued (unknown, or not a token string).
     ApprovalInvalid = 31,
+    /// A quota is shared by a fleet (docs/multi-host.md) and this server's
+    /// lease of it is used up: Redis did not grant it more in time (or is away).
+    QuotaUnavailable = 32,
 }
 
 /// Every reason, indexed by its code.
-pub const ALL_REASONS: [Reason; 32] = [
+pub const ALL_REASONS: [Reason; 33] = [
     Reason::Granted,
     Reason::DeniedByRule,
     Reason::NoGrant,
@@ -110,6 +113,7 @@ pub const ALL_REASONS: [Reason; 32] = [
     Reason::ApprovalExpired,
     Reason::ApprovalReplayed,
     Reason::ApprovalInvalid,
+    Reason::QuotaUnavailable,
 ];
 
 impl Reason {
@@ -148,6 +152,7 @@ impl Reason {
             Reason::ApprovalExpired => "approval_expired",
             Reason::ApprovalReplayed => "approval_replayed",
             Reason::ApprovalInvalid => "approval_invalid",
+            Reason::QuotaUnavailable => "quota_unavailable",
         }
     }
 
@@ -214,6 +219,9 @@ impl Reason {
                 "the approval grant presented was already used (a grant allows one request)"
             }
             Reason::ApprovalInvalid => "the approval grant presented is unknown or malformed",
+            Reason::QuotaUnavailable => {
+                "the fleet-wide quota could not be leased from the shared state (used up, or Redis is away)"
+            }
         }
     }
 

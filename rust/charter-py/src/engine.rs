@@ -571,6 +571,31 @@ impl Engine {
         self.inner.is_frozen()
     }
 
+    /// Charge every quota against a lease of the fleet's allowance too (docs/multi-host.md).
+    fn _quota_leasing(&self, on: bool) {
+        self.inner.set_quota_leasing(on);
+    }
+
+    /// The cells whose fleet leases want renewing:
+    /// `(handle, key, interval_ns, burst, units, stale)` each.
+    fn _quota_lease_demand(&self) -> Vec<(u64, String, u64, u32, i64, bool)> {
+        self.inner
+            .quota_lease_demand()
+            .into_iter()
+            .map(|d| (d.handle, d.key, d.interval_ns, d.burst, d.units, d.stale))
+            .collect()
+    }
+
+    /// Add units the fleet granted to a cell; false if it is no longer `key`'s cell.
+    fn _quota_lease_grant(&self, handle: u64, key: &str, units: u32) -> bool {
+        self.inner.quota_lease_grant(handle, key, units)
+    }
+
+    /// Empty a cell's lease, returning the units it held (`forget`: stop renewing it).
+    fn _quota_lease_return(&self, handle: u64, key: &str, forget: bool) -> i64 {
+        self.inner.quota_lease_return(handle, key, forget)
+    }
+
     /// Remaining quota at every level of a subject's chain, as JSON.
     fn _quota_status_json(&self, py: Python<'_>, subject: &Bound<'_, PyAny>) -> PyResult<String> {
         let s = required_subject(py, subject)?;
