@@ -233,3 +233,33 @@ def test_a_lease_size_below_one_is_refused() -> None:
     engine = charter.Engine.from_toml(POLICY)
     with pytest.raises(InvalidRequestError):
         engine.use_shared_state("redis://127.0.0.1:1/0", max_lease=0)
+
+
+def test_with_local_outage_mode_quotas_are_counted_locally_while_redis_is_away(
+    redis_server: RedisServer,
+) -> None:
+    engine = charter.Engine.from_toml(POLICY)
+    engine.use_shared_state(redis_server.url, wait=30.0, max_lease=MAX_LEASE, quota_outage="local")
+    engine.provision("bot", on_behalf_of="user:alice", agent_id="bot-1")
+    try:
+        wait_until(lambda: engine.check("bot-1", "tickets:read").allowed, "a first lease")
+        redis_server.kill()
+        shared = engine.shared_state
+        assert shared is not None
+        quotas = shared.quotas
+        assert quotas is not None
+        wait_until(lambda: not quotas.connected, "the leaser to notice Redis is gone")
+        # Local counting: the local burst admits, nothing is refused for want of a lease.
+        reasons = [engine.check("bot-1", "tickets:read").reason for _ in range(MAX_LEASE + 2)]
+        assert "quota_unavailable" not in reasons, reasons
+        assert "granted" in reasons
+        redis_server.restart()
+        wait_until(lambda: quotas.connected, "the leaser to reach Redis again")
+    finally:
+        engine.close()
+
+
+def test_an_unknown_outage_mode_is_refused(redis_server: RedisServer) -> None:
+    engine = charter.Engine.from_toml(POLICY)
+    with pytest.raises(InvalidRequestError, match="on_outage"):
+        engine.use_shared_state(redis_server.url, wait=30.0, quota_outage="ignore")

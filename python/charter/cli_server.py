@@ -76,6 +76,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         audit_mode=args.audit_mode,
         audit_fsync=args.audit_fsync,
         state=args.state,
+        quota_outage=args.quota_outage,
     )
 
 
@@ -207,6 +208,13 @@ def add_commands(sub: Any) -> None:
         metavar="URL",
         help="where revocations, suspensions, freeze and the policy live: `local` (default) or "
         "redis://host:port/db, shared by every server on it (docs/multi-host.md)",
+    )
+    serve.add_argument(
+        "--quota-outage",
+        choices=["deny", "local"],
+        default="deny",
+        help="with --state redis://: while Redis is unreachable, a used-up quota lease denies "
+        "(`quota_unavailable`, default) or quotas are counted on this server alone",
     )
     serve.add_argument("--max-frame", type=_positive, default=DEFAULT_MAX_FRAME, metavar="BYTES")
     serve.add_argument("--max-inflight", type=_positive, default=128, metavar="N", help="per connection")

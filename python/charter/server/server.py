@@ -97,6 +97,9 @@ class ServerConfig:
     drain_timeout: float = 30.0
     write_high_water: int = 256 * 1024
     backlog: int = 1024
+    quota_outage: str = "deny"
+    """With a shared state: what a used-up quota lease does while Redis is unreachable
+    (`deny`: `quota_unavailable`; `local`: count quotas on this server alone)."""
     state: str = "local"
     """Where revocations, suspensions, freeze and the policy live: `local`, or a Redis URL shared by a
     fleet of servers (docs/multi-host.md)."""
@@ -300,7 +303,12 @@ def make_engine(config: ServerConfig, doc: policy_doc.Policy, worker: int | str 
     if audit_dir is not None:
         engine._start_audit(audit_dir, audit_settings(config, doc))
     if config.state != "local":
-        engine.use_shared_state(config.state, wait=config.state_wait, dispatch=_loop_dispatch())
+        engine.use_shared_state(
+            config.state,
+            wait=config.state_wait,
+            dispatch=_loop_dispatch(),
+            quota_outage=config.quota_outage,
+        )
     return engine
 
 

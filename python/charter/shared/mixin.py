@@ -51,6 +51,7 @@ class SharedStateMixin(_Base):
         dispatch: Dispatch | None = None,
         quotas: bool = True,
         max_lease: int = 64,
+        quota_outage: str = "deny",
     ) -> SharedState:
         """Share revocations, suspensions, freeze and the policy with every engine on Redis at `url`.
 
@@ -63,10 +64,15 @@ class SharedStateMixin(_Base):
         default) every quota is fleet-wide: this engine leases slices of each
         allowance from Redis, at most `max_lease` units a cell at a time, and
         denies `quota_unavailable` when its lease is used up and Redis grants
-        no more. Returns the link, whose `status()` says whether Redis is reached.
+        no more (`quota_outage="deny"`, the default), or, with
+        `quota_outage="local"`, counts quotas on this engine alone while Redis
+        cannot be reached (availability over the fleet-wide bound). Returns
+        the link, whose `status()` says whether Redis is reached.
         """
         if self._shared is not None:
             raise InvalidRequestError("this engine already uses a shared state")
+        if quota_outage not in ("deny", "local"):
+            raise InvalidRequestError("quota_outage (on_outage) must be 'deny' or 'local'")
         scheme = url.split("://", 1)[0] if "://" in url else ""
         if scheme not in SCHEMES:
             raise InvalidRequestError(f"`{url}` is not a Redis URL (redis://host:port/db)")
@@ -81,6 +87,7 @@ class SharedStateMixin(_Base):
             dispatch=dispatch,
             quotas=quotas,
             max_lease=max_lease,
+            on_outage=quota_outage,
         )
         self._shared.start(wait=wait)
         return self._shared

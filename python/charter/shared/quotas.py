@@ -109,9 +109,13 @@ class QuotaLeaser:
         horizon: float = 0.1,
         max_lease: int = 64,
         idle_after: float = 1.0,
+        on_outage: str = "deny",
     ) -> None:
         if max_lease < 1 or interval <= 0 or horizon <= 0 or idle_after <= 0:
             raise InvalidRequestError("max_lease must be at least 1 and the intervals positive")
+        if on_outage not in ("deny", "local"):
+            raise InvalidRequestError("on_outage must be 'deny' or 'local'")
+        self.on_outage = on_outage
         self.engine = engine
         self.client = client
         self.prefix = f"{namespace}:quota:"
@@ -123,11 +127,13 @@ class QuotaLeaser:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = False
+        self._leasing = False
         self.counters = {"round_trips": 0, "commands": 0, "granted": 0, "returned": 0, "failures": 0}
 
     def start(self) -> None:
         """Charge every quota against the leases, and start renewing them."""
         self.engine._quota_leasing(True)
+        self._leasing = True
         self._thread = threading.Thread(target=self._run, name="charter-quota-leases", daemon=True)
         self._thread.start()
 
@@ -159,12 +165,24 @@ class QuotaLeaser:
             try:
                 self.tick()
                 backoff = self.interval
+                if self.on_outage == "local" and not self._leasing:
+                    self.engine._quota_leasing(True)  # Redis is back: fleet-wide again
+                    self._leasing = True
+                    log.warning("quota leases renewed again: quotas are fleet-wide again")
             except _FAILURES as err:
                 self.counters["failures"] += 1
                 if self.connected:
-                    log.warning(
-                        "quota leases cannot be renewed (denying `quota_unavailable` when used up): %s", err
+                    then = (
+                        "counting quotas locally until it is back"
+                        if self.on_outage == "local"
+                        else "denying `quota_unavailable` when used up"
                     )
+                    log.warning("quota leases cannot be renewed (%s): %s", then, err)
+                if self.on_outage == "local" and self._leasing:
+                    # Availability over the fleet-wide bound: each server enforces the full quota
+                    # on its own while Redis is unreachable (docs/multi-host.md).
+                    self.engine._quota_leasing(False)
+                    self._leasing = False
                 self.connected = False
                 backoff = min(max(backoff * 2, 0.05), 1.0)
             self._stop.wait(backoff)

@@ -77,6 +77,7 @@ class SharedState:
         dispatch: Dispatch | None = None,
         quotas: bool = True,
         max_lease: int = 64,
+        on_outage: str = "deny",
     ) -> None:
         self.engine = engine
         self.url = url
@@ -84,7 +85,9 @@ class SharedState:
         self.quotas: QuotaLeaser | None = None
         """The leases of the fleet's quotas, when quotas are shared (docs/multi-host.md)."""
         if quotas:
-            self.quotas = QuotaLeaser(engine, self.store.client, namespace=namespace, max_lease=max_lease)
+            self.quotas = QuotaLeaser(
+                engine, self.store.client, namespace=namespace, max_lease=max_lease, on_outage=on_outage
+            )
         self.origin = secrets.token_hex(8)
         self.ping_interval = ping_interval
         self._dispatch: Dispatch = dispatch or _immediately
