@@ -173,3 +173,58 @@ def test_serve_refuses_a_state_that_is_not_redis(capsys: pytest.CaptureFixture[s
         )
     assert code == 2
     assert "mysql://x" in capsys.readouterr().err
+
+
+QUOTA_POLICY = """
+actions = ["tickets:read"]
+
+[roles.reader]
+allow = ["tickets:read"]
+
+[principals."user:alice"]
+roles = ["reader"]
+
+[quotas.agent]
+rate = "200/s"
+burst = 10
+
+[templates.bot]
+roles = ["reader"]
+quota = "agent"
+"""
+
+
+def test_three_servers_admit_at_most_the_global_rate_plus_the_slack(redis_server: RedisServer) -> None:
+    """One agent hammered through three real servers: the documented bound holds fleet-wide."""
+    rate, burst, max_lease, servers, seconds = 200, 10, 64, 3, 2.0
+    with short_tmpdir() as tmp, contextlib.ExitStack() as stack:
+        policy = tmp / "quota.toml"
+        policy.write_text(QUOTA_POLICY)
+        args = ("--state", redis_server.url, "--trusted-uid", str(os.geteuid()))
+        procs = [stack.enter_context(ServerProcess(policy, tmp, *args, name=f"q{i}")) for i in range(servers)]
+        for p in procs:
+            with AdminClient(p.admin_socket or "", timeout=TIMEOUT) as admin:
+                admin.provision("bot", on_behalf_of="user:alice", agent_id="bot-1")
+        admitted = [0] * servers
+        reasons: set[str] = set()
+        start = time.monotonic()
+
+        def hammer(i: int) -> None:
+            with Client(procs[i].socket, timeout=TIMEOUT) as client:
+                while time.monotonic() < start + seconds:
+                    d = client.check("bot-1", "tickets:read")
+                    if d.allowed:
+                        admitted[i] += 1
+                    else:
+                        reasons.add(d.reason)
+
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(servers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        window = time.monotonic() - start
+        bound = rate * window + burst + servers * (max_lease + 1)
+        assert sum(admitted) <= bound, (admitted, bound)
+        assert reasons <= {"rate_limited", "quota_unavailable"}, reasons
+        assert all(p.alive() for p in procs)

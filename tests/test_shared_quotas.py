@@ -44,8 +44,8 @@ quota = "agent"
 """
 
 
-def engine_on(url: str | None, *, quotas: bool = True) -> charter.Engine:
-    engine = charter.Engine.from_toml(POLICY)
+def engine_on(url: str | None, *, quotas: bool = True, policy: str = POLICY) -> charter.Engine:
+    engine = charter.Engine.from_toml(policy)
     if url is not None:
         engine.use_shared_state(url, wait=30.0, quotas=quotas, max_lease=MAX_LEASE)
     engine.provision("bot", on_behalf_of="user:alice", agent_id="bot-1")
@@ -173,22 +173,35 @@ OPS = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(OPS)
 def test_lease_bookkeeping_matches_a_reference_model(ops: list[tuple[str, object]]) -> None:
-    """One cell's lease: a check takes a unit (or one on credit from an empty lease), grants add, returns drain."""
-    engine = engine_on(None)
+    """One cell's lease: a check takes a unit (or, once per positive grant, one on credit from an empty
+    lease), grants add, returns drain."""
+    # A local quota too large to refuse anything: only the lease decides (and no clock can make this flaky).
+    engine = engine_on(
+        None,
+        policy=POLICY.replace(f'rate = "{RATE}/s"', 'rate = "1000000/s"').replace(
+            f"burst = {BURST}", "burst = 100000"
+        ),
+    )
     engine._quota_leasing(True)
     # A first request on credit registers both levels; the principal's is then granted plenty,
     # so the model follows the agent level alone (its debt repaid: 0 units, registered).
     assert engine.check("bot-1", "tickets:read").allowed
     for handle, key, _t, _b, _n, _s in engine._quota_lease_demand():
         assert engine._quota_lease_grant(handle, key, 1 if key.startswith("agent:") else 1_000_000)
-    units, registered = 0, True
+    # The setup's credit was taken and its grant of 1 only repaid it: no credit until a real grant.
+    units, registered, credit_used = 0, True, True
     agent_key = "agent:bot-1:agent:rate"
     handle = next(h for h, key, *_ in engine._quota_lease_demand() if key == agent_key)
     for op, arg in ops:
         if op == "check":
             d = engine.check("bot-1", "tickets:read")
-            assert d.allowed == (units >= 0), (d.reason, units)
+            assert d.allowed == (units > 0 or (units == 0 and not credit_used)), (
+                d.reason,
+                units,
+                credit_used,
+            )
             if d.allowed:
+                credit_used = credit_used or units == 0
                 units -= 1
             else:
                 assert d.reason == "quota_unavailable"
@@ -198,6 +211,8 @@ def test_lease_bookkeeping_matches_a_reference_model(ops: list[tuple[str, object
             assert isinstance(arg, int)
             assert engine._quota_lease_grant(handle, agent_key, arg) == registered
             units += arg if registered else 0
+            if registered and units > 0:
+                credit_used = False
         else:
             back = engine._quota_lease_return(handle, agent_key, bool(arg))
             assert back == (max(units, 0) if registered else 0)

@@ -45,12 +45,17 @@ const LEASED_CELLS: usize = 2 + MAX_LIMITS;
 #[derive(Debug, Default)]
 struct LeaseCell {
     units: AtomicI64,
+    /// Whether the one request on credit was taken since the last positive
+    /// grant: repaying a debt alone must not open another credit, or a
+    /// server would admit one request per renewal whatever Redis allows.
+    credit_used: AtomicBool,
     /// The lease epoch in which the cell was registered for renewal, plus one (0: not registered).
     registered: AtomicU64,
 }
 
 impl LeaseCell {
-    /// Take `cost` units (lock-free); false while the cell is in debt.
+    /// Take `cost` units (lock-free); false while the cell is in debt, or
+    /// empty with its credit already used.
     #[inline]
     fn take(&self, cost: u32) -> bool {
         let cost = i64::from(cost);
@@ -58,6 +63,23 @@ impl LeaseCell {
         loop {
             if v < 0 {
                 return false;
+            }
+            if v == 0 {
+                // Empty: one request on credit per positive grant.
+                if self.credit_used.swap(true, Ordering::AcqRel) {
+                    return false;
+                }
+                match self
+                    .units
+                    .compare_exchange(0, -cost, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return true,
+                    Err(now) => {
+                        self.credit_used.store(false, Ordering::Release);
+                        v = now;
+                        continue;
+                    }
+                }
             }
             match self
                 .units
@@ -70,7 +92,11 @@ impl LeaseCell {
     }
 
     fn give(&self, cost: u32) {
-        self.units.fetch_add(i64::from(cost), Ordering::AcqRel);
+        let before = self.units.fetch_add(i64::from(cost), Ordering::AcqRel);
+        if before + i64::from(cost) > 0 {
+            // Units beyond the debt: a real grant, so credit is open again.
+            self.credit_used.store(false, Ordering::Release);
+        }
     }
 
     /// Empty the lease if it holds units; returns how many it held.
@@ -148,6 +174,7 @@ impl QuotaCells {
         for l in &self.leases {
             l.units.store(0, Ordering::Release);
             l.registered.store(0, Ordering::Release);
+            l.credit_used.store(false, Ordering::Release);
         }
         self.linked.store(true, Ordering::Release);
     }
