@@ -63,6 +63,57 @@ pub enum Subject<'a> {
     Id(&'a str),
 }
 
+/// One request: who asks, what, on which resource (if any), with the
+/// context conditions read and the hooks the policy's hooks run through.
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    /// Who asks.
+    pub subject: Subject<'a>,
+    /// What.
+    pub action: Action<'a>,
+    /// On which resource, if any.
+    pub resource: Option<&'a str>,
+    /// What `context.*` in conditions reads.
+    pub context: Option<&'a dyn Context>,
+    /// Runs the policy's hooks (without it, a hook that would decide is `hook_error`).
+    pub hooks: Option<&'a dyn Hooks>,
+}
+
+impl<'a> Request<'a> {
+    /// A request without context or hooks.
+    pub fn new(subject: Subject<'a>, action: Action<'a>, resource: Option<&'a str>) -> Request<'a> {
+        Request {
+            subject,
+            action,
+            resource,
+            context: None,
+            hooks: None,
+        }
+    }
+
+    /// With the request's context.
+    pub fn with_context(mut self, context: Option<&'a dyn Context>) -> Request<'a> {
+        self.context = context;
+        self
+    }
+
+    /// With the hooks the policy's hooks run through.
+    pub fn with_hooks(mut self, hooks: Option<&'a dyn Hooks>) -> Request<'a> {
+        self.hooks = hooks;
+        self
+    }
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("subject", &self.subject)
+            .field("action", &self.action)
+            .field("resource", &self.resource)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What is asked: an action id or name.
 #[derive(Debug, Clone, Copy)]
 pub enum Action<'a> {
@@ -508,85 +559,47 @@ impl Engine {
 
     // ---------------------------------------------------------------- checks
 
-    /// Decide one request without context.
+    /// Decide one request without context (see [`Engine::check_request`]).
     pub fn check(
         &self,
         subject: Subject<'_>,
         action: Action<'_>,
         resource: Option<&str>,
     ) -> Decision {
-        self.check_with(subject, action, resource, None)
+        self.check_request(&Request::new(subject, action, resource))
     }
 
-    /// Decide one request; `context` is what `context.*` in conditions reads.
-    pub fn check_with(
-        &self,
-        subject: Subject<'_>,
-        action: Action<'_>,
-        resource: Option<&str>,
-        context: Option<&dyn Context>,
-    ) -> Decision {
-        self.check_hooked(subject, action, resource, context, None)
+    /// Decide one request. Without `hooks`, an entry with a hook that would
+    /// decide is `hook_error`. With auditing on, the decision is recorded
+    /// before it is returned; in strict mode a full buffer is waited on (up
+    /// to the sink's bound).
+    pub fn check_request(&self, req: &Request<'_>) -> Decision {
+        self.check_audited(req, true, ApprovalMode::Check)
     }
 
-    /// Decide one request with `hooks` to run the policy's hooks (without
-    /// them, an entry with a hook that would decide is `hook_error`). With
-    /// auditing on, the decision is recorded before it is returned; in
-    /// strict mode a full buffer is waited on (up to the sink's bound).
-    pub fn check_hooked(
-        &self,
-        subject: Subject<'_>,
-        action: Action<'_>,
-        resource: Option<&str>,
-        context: Option<&dyn Context>,
-        hooks: Option<&dyn Hooks>,
-    ) -> Decision {
-        let approvals = ApprovalMode::Check;
-        self.check_audited(subject, action, resource, context, hooks, true, approvals)
-    }
-
-    /// [`Engine::check_hooked`] for `explain`: an approval grant in the
-    /// context is checked but not used up, and no pending approval is
-    /// remembered.
-    pub(crate) fn check_explained(
-        &self,
-        subject: Subject<'_>,
-        action: Action<'_>,
-        resource: Option<&str>,
-        context: Option<&dyn Context>,
-        hooks: Option<&dyn Hooks>,
-    ) -> Decision {
-        let approvals = ApprovalMode::Explain;
-        self.check_audited(subject, action, resource, context, hooks, true, approvals)
-    }
-
-    /// [`Engine::check_hooked`], but never waiting for room in a full strict
+    /// [`Engine::check_request`], but never waiting for room in a full strict
     /// audit buffer: the answer is then `audit_unavailable` at once, and a
     /// caller holding a lock the audit writer needs (Python's GIL) can
     /// release it, wait ([`AuditSink::wait_for_room`]) and ask again.
-    pub fn try_check_hooked(
-        &self,
-        subject: Subject<'_>,
-        action: Action<'_>,
-        resource: Option<&str>,
-        context: Option<&dyn Context>,
-        hooks: Option<&dyn Hooks>,
-    ) -> Decision {
-        let approvals = ApprovalMode::Check;
-        self.check_audited(subject, action, resource, context, hooks, false, approvals)
+    pub fn try_check_request(&self, req: &Request<'_>) -> Decision {
+        self.check_audited(req, false, ApprovalMode::Check)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn check_audited(
-        &self,
-        subject: Subject<'_>,
-        action: Action<'_>,
-        resource: Option<&str>,
-        context: Option<&dyn Context>,
-        hooks: Option<&dyn Hooks>,
-        wait: bool,
-        approvals: ApprovalMode,
-    ) -> Decision {
+    /// [`Engine::check_request`] for `explain`: an approval grant in the
+    /// context is checked but not used up, and no pending approval is
+    /// remembered.
+    pub(crate) fn check_explained(&self, req: &Request<'_>) -> Decision {
+        self.check_audited(req, true, ApprovalMode::Explain)
+    }
+
+    fn check_audited(&self, req: &Request<'_>, wait: bool, approvals: ApprovalMode) -> Decision {
+        let Request {
+            subject,
+            action,
+            resource,
+            context,
+            hooks,
+        } = *req;
         let mut facts = Facts {
             approvals,
             ..Facts::default()

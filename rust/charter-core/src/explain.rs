@@ -4,11 +4,11 @@
 use crate::approval::{Approver, Requirement};
 use crate::charge::Owner;
 use crate::cond::{Env, Outcome};
-use crate::engine::{Action, Engine, Subject, NONE};
+use crate::engine::{Action, Engine, Request, Subject, NONE};
 use crate::pattern::{split_resource, validate_resource};
 use crate::policy::{CompiledPolicy, Effect};
 use crate::registry::split_handle;
-use crate::request::{Context, Hooks, RequestEnv};
+use crate::request::RequestEnv;
 use crate::rights::{rule_matches, Level, LevelOutcome};
 use serde_json::{json, Value};
 
@@ -22,33 +22,23 @@ impl Engine {
         action: Action<'_>,
         resource: Option<&str>,
     ) -> Value {
-        self.explain_with(subject, action, resource, None)
+        self.explain_request(&Request::new(subject, action, resource))
     }
 
-    /// [`Engine::explain`] with the request's context: each `when`
-    /// condition's outcome and, on failure, the sub-expression and values.
-    pub fn explain_with(
-        &self,
-        subject: Subject<'_>,
-        action: Action<'_>,
-        resource: Option<&str>,
-        context: Option<&dyn Context>,
-    ) -> Value {
-        self.explain_hooked(subject, action, resource, context, None)
-    }
-
-    /// [`Engine::explain_with`], running hooks through `hooks` (each hook
-    /// that decides is called once for the decision and once per level).
-    /// An approval grant in `context.approval` is checked, not used up.
-    pub fn explain_hooked(
-        &self,
-        subject: Subject<'_>,
-        action: Action<'_>,
-        resource: Option<&str>,
-        context: Option<&dyn Context>,
-        hooks: Option<&dyn Hooks>,
-    ) -> Value {
-        let d = self.check_explained(subject, action, resource, context, hooks);
+    /// [`Engine::explain`] of a full request: with its context, each `when`
+    /// condition's outcome and, on failure, the sub-expression and values;
+    /// with hooks, each hook that decides is called once for the decision and
+    /// once per level. An approval grant in `context.approval` is checked,
+    /// not used up.
+    pub fn explain_request(&self, req: &Request<'_>) -> Value {
+        let Request {
+            subject,
+            action,
+            resource,
+            context,
+            hooks,
+        } = *req;
+        let d = self.check_explained(req);
         let snap = d.snapshot.clone();
         let policy = &*snap.policy;
         let action_id = match action {

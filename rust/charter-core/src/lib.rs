@@ -27,7 +27,7 @@ pub mod snapshot;
 pub mod table;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Action, AgentInfo, Decision, Engine, Provision, Stats, Subject};
+pub use engine::{Action, AgentInfo, Decision, Engine, Provision, Request, Stats, Subject};
 pub use error::{Error, Result};
 pub use policy::{CompiledPolicy, PolicySpec, PrincipalSpec};
 pub use reason::{Reason, ALL_REASONS};

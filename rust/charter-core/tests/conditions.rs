@@ -6,7 +6,7 @@
 
 use charter_core::cond::{Map, Value};
 use charter_core::request::Columns;
-use charter_core::{Action, Engine, ManualClock, PolicySpec, Reason, Subject};
+use charter_core::{Action, Engine, ManualClock, PolicySpec, Reason, Request, Subject};
 use std::sync::Arc;
 
 const SEC: u64 = 1_000_000_000;
@@ -39,12 +39,9 @@ fn ctx(amount: Value, risk: Value) -> Map {
 }
 
 fn refund(e: &Engine, s: Subject<'_>, c: Option<&Map>) -> (Reason, Option<String>, Option<String>) {
-    let d = e.check_with(
-        s,
-        Action::Name("pay:refund"),
-        None,
-        c.map(|m| m as &dyn charter_core::request::Context),
-    );
+    let req = Request::new(s, Action::Name("pay:refund"), None)
+        .with_context(c.map(|m| m as &dyn charter_core::request::Context));
+    let d = e.check_request(&req);
     (d.reason, d.rule_path().map(str::to_string), d.detail)
 }
 
@@ -178,12 +175,9 @@ fn agent_attributes_and_batches() {
 fn explain_reports_condition_outcomes() {
     let e = engine();
     let c = ctx(Value::from("lots"), Value::Float(0.1));
-    let v = e.explain_with(
-        Subject::Id("user:ann"),
-        Action::Name("pay:refund"),
-        None,
-        Some(&c),
-    );
+    let req = Request::new(Subject::Id("user:ann"), Action::Name("pay:refund"), None)
+        .with_context(Some(&c));
+    let v = e.explain_request(&req);
     assert_eq!(v["decision"]["reason"], "condition_failed");
     let entries = v["chain"][0]["entries"].as_array().unwrap();
     let allow = entries
@@ -257,7 +251,7 @@ fn hooks_decide_their_entry() {
         ),
     ] {
         let hooks = Fixed(outcome, Default::default());
-        let d = e.check_hooked(a, refund, None, None, Some(&hooks));
+        let d = e.check_request(&Request::new(a, refund, None).with_hooks(Some(&hooks)));
         assert_eq!((d.reason, d.detail.as_deref()), (reason, detail));
         assert_eq!(d.rule_path(), Some("roles.f.allow[0]"));
         assert_eq!(hooks.1.load(std::sync::atomic::Ordering::Relaxed), 1);
@@ -275,7 +269,7 @@ fn guards_deny_after_the_roles() {
     assert_eq!(d.rule_path(), Some("guards[0]"));
     assert!(d.detail.unwrap().starts_with("ticket"));
     let ctx = Map::new([("ticket", Value::Int(1))]);
-    let d = e.check_with(a, write, Some("prod/x"), Some(&ctx));
+    let d = e.check_request(&Request::new(a, write, Some("prod/x")).with_context(Some(&ctx)));
     assert_eq!(d.reason, Reason::Granted);
     assert_eq!(e.check(a, write, Some("dev/x")).reason, Reason::Granted);
 }

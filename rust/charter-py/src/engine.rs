@@ -7,7 +7,7 @@ use crate::errors::{self, IntoPy};
 use crate::hooks::{BatchHooks, CallHooks, Registry};
 use crate::types::{Agent, ApprovalGrant, Decision, Lease, ManualClock};
 use charter_core::request::Context;
-use charter_core::{Action, Reason, Subject};
+use charter_core::{Action, Reason, Request, Subject};
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
@@ -141,7 +141,11 @@ impl Engine {
         };
         let check = || {
             catch_unwind(AssertUnwindSafe(|| {
-                self.inner.try_check_hooked(s, a, r, ctx, Some(&hooks))
+                self.inner.try_check_request(
+                    &Request::new(s, a, r)
+                        .with_context(ctx)
+                        .with_hooks(Some(&hooks)),
+                )
             }))
         };
         match check() {
@@ -526,13 +530,10 @@ impl Engine {
             registry: &self.hooks,
             context,
         };
-        let v = self.inner.explain_hooked(
-            s,
-            a,
-            resource,
-            ctx.as_ref().map(|c| c as &dyn Context),
-            Some(&hooks),
-        );
+        let req = Request::new(s, a, resource)
+            .with_context(ctx.as_ref().map(|c| c as &dyn Context))
+            .with_hooks(Some(&hooks));
+        let v = self.inner.explain_request(&req);
         serde_json::to_string(&v).map_err(|e| errors::internal(py, &e.to_string()))
     }
 

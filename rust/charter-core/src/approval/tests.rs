@@ -231,12 +231,8 @@ fn ctx(amount: i64, token: Option<&str>) -> Map {
 }
 
 fn refund(e: &Engine, s: Subject<'_>, c: &Map) -> crate::Decision {
-    e.check_with(
-        s,
-        Action::Name("pay:refund"),
-        Some("acct/1"),
-        Some(c as &dyn Context),
-    )
+    let req = crate::Request::new(s, Action::Name("pay:refund"), Some("acct/1"));
+    e.check_request(&req.with_context(Some(c as &dyn Context)))
 }
 
 fn id(d: &crate::Decision) -> String {
@@ -412,12 +408,8 @@ fn explain_checks_a_grant_without_using_it() {
     let d = refund(&e, erin, &ctx(500, None));
     let g = e.approve(&id(&d), "user:carol", SEC, [6; 16]).unwrap();
     let c = ctx(500, Some(&g.token));
-    let x = e.explain_with(
-        erin,
-        Action::Name("pay:refund"),
-        Some("acct/1"),
-        Some(&c as &dyn Context),
-    );
+    let req = crate::Request::new(erin, Action::Name("pay:refund"), Some("acct/1"));
+    let x = e.explain_request(&req.with_context(Some(&c as &dyn Context)));
     assert_eq!(x["decision"]["reason"], "granted");
     let entries = &x["chain"][0]["entries"];
     let entry = entries
