@@ -458,3 +458,12 @@ def test_identity_events_revoke_and_key_rotation(tmp_path: Path) -> None:
     revoke = events["revoke"].fields
     assert revoke["revoked"] == [{"kind": "agent", "id": bot.id}]
     assert (revoke["retired"], revoke["why"]) == (1, "leaked")
+
+
+def test_explanations_and_permission_probes_are_not_recorded(engine: charter.Engine, tmp_path: Path) -> None:
+    """An explanation is not an action taken: only real decisions reach the log."""
+    d = engine.check("user:ann", "doc:read")
+    engine.explain("user:ann", "doc:write")
+    engine.permissions("user:ann")
+    engine.close()
+    assert [r.decision_id for r in decisions_of(tmp_path / "audit")] == [d.decision_id]

@@ -586,8 +586,8 @@ impl Engine {
     }
 
     /// [`Engine::check_request`] for `explain`: an approval grant in the
-    /// context is checked but not used up, and no pending approval is
-    /// remembered.
+    /// context is checked but not used up, no pending approval is
+    /// remembered, and nothing is audited or shadowed.
     pub(crate) fn check_explained(&self, req: &Request<'_>) -> Decision {
         self.check_audited(req, true, ApprovalMode::Explain)
     }
@@ -604,7 +604,9 @@ impl Engine {
             approvals,
             ..Facts::default()
         };
-        if self.extras.load(Ordering::Relaxed) == 0 {
+        // An explanation is not an action taken: it is neither audited nor
+        // shadowed (policy tools probe with it).
+        if approvals == ApprovalMode::Explain || self.extras.load(Ordering::Relaxed) == 0 {
             let mut d = self.decide_one(subject, action, resource, context, hooks, &mut facts);
             self.settle_approval(&mut d, &mut facts);
             return d;
