@@ -111,15 +111,7 @@ class _Echo(asyncio.Protocol):
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        data = self.rest + data if self.rest else data
-        pos, end, n = 0, len(data), 0
-        while end - pos >= 4:
-            (size,) = p.HEADER.unpack_from(data, pos)
-            if end - pos - 4 < size:
-                break
-            pos += 4 + size
-            n += 1
-        self.rest = data[pos:]
+        n, self.rest = p.count_frames(self.rest + data if self.rest else data)
         if n:
             self.transport.write(self.reply * n)
 
@@ -161,15 +153,7 @@ class _Load(asyncio.Protocol):
         self.sent.extend([now] * n)
 
     def data_received(self, data: bytes) -> None:
-        data = self.rest + data if self.rest else data
-        pos, end, n = 0, len(data), 0
-        while end - pos >= 4:
-            (size,) = p.HEADER.unpack_from(data, pos)
-            if end - pos - 4 < size:
-                break
-            pos += 4 + size
-            n += 1
-        self.rest = data[pos:]
+        n, self.rest = p.count_frames(self.rest + data if self.rest else data)
         if not n:
             return
         now, run = time.perf_counter(), self.run

@@ -257,15 +257,7 @@ class _Connection(asyncio.Protocol):
         self.sent.extend([now] * n)
 
     def data_received(self, data: bytes) -> None:
-        data = self.rest + data if self.rest else data
-        pos, end, n = 0, len(data), 0
-        while end - pos >= 4:
-            (size,) = p.HEADER.unpack_from(data, pos)
-            if end - pos - 4 < size:
-                break
-            pos += 4 + size
-            n += 1
-        self.rest = data[pos:]
+        n, self.rest = p.count_frames(self.rest + data if self.rest else data)
         if n:
             self.run.answered_n(n, time.perf_counter(), self.sent)
             if not self.run.stopping:

@@ -335,6 +335,19 @@ def classify(body: memoryview | bytes, err: Exception) -> ErrorReply:
     return ErrorReply(rid, ErrorCode.INVALID_REQUEST, f"{op}: {err}")
 
 
+def count_frames(data: bytes) -> tuple[int, bytes]:
+    """How many whole frames `data` holds, and the bytes after them (for load generators and
+    echo servers that only count frames; no body is decoded or copied)."""
+    pos, end, n = 0, len(data), 0
+    while end - pos >= 4:
+        (size,) = HEADER.unpack_from(data, pos)
+        if end - pos - 4 < size:
+            break
+        pos += 4 + size
+        n += 1
+    return n, data[pos:]
+
+
 class FrameSplitter:
     """Incremental frame parser for clients: feed bytes, get complete bodies.
 
